@@ -1,0 +1,38 @@
+"""Backbones: image -> dict of features keyed by output stride.
+
+Contract every backbone builder follows (registered in `BACKBONES` under a flag value):
+
+  builder(output_stride=32, drop_path_rate=None, sync_batch_norm=False, bn_momentum=0.9997,
+          name=None) -> keras.Model
+
+  * input: float images [N, H, W, 3], already normalised to [-1, 1] (x * 2/255 - 1), any H and W;
+  * output: dict {stride: tensor [N, ceil(H/stride), ceil(W/stride), C_stride]} for the strides
+    4, 8, 16, 32 (and 2 where the backbone has an OS=2 feature). With output_stride < 32 (dilated
+    backbones) the deeper levels keep their key but stay at output_stride resolution;
+  * `drop_path_rate=None` means the backbone's own default (e.g. 0.3 for ConvNeXt-L);
+  * backbones that have no batch norm ignore the batch-norm arguments.
+"""
+
+from hfgd_tf.registry import Registry
+
+BACKBONES = Registry("backbone")
+
+
+def build_backbone(name, **kwargs):
+  """Builds the backbone registered as `name` (see the module docstring for the contract)."""
+  _import_builders()
+  return BACKBONES.get(name)(**kwargs)
+
+
+def backbone_names():
+  _import_builders()
+  return BACKBONES.names()
+
+
+def _import_builders():
+  # Importing the modules registers their builders; done lazily to keep `import hfgd_tf` light.
+  import importlib  # pylint: disable=import-outside-toplevel
+  import pkgutil  # pylint: disable=import-outside-toplevel
+  for module in pkgutil.iter_modules(__path__):
+    if not module.name.startswith("_"):
+      importlib.import_module(f"{__name__}.{module.name}")
