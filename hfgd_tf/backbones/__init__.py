@@ -18,10 +18,10 @@ from hfgd_tf.registry import Registry
 BACKBONES = Registry("backbone")
 
 
-def build_backbone(name, **kwargs):
-  """Builds the backbone registered as `name` (see the module docstring for the contract)."""
+def build_backbone(backbone, **kwargs):
+  """Builds the backbone registered as `backbone` (see the module docstring for the contract)."""
   _import_builders()
-  return BACKBONES.get(name)(**kwargs)
+  return BACKBONES.get(backbone)(**kwargs)
 
 
 def backbone_names():

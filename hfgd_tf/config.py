@@ -1,0 +1,109 @@
+"""The model configuration: one dataclass whose fields the flags fill.
+
+Each row of the paper's ablation tables is one setting of these fields (see experiments/).
+"""
+
+import dataclasses
+from typing import Optional
+
+ENCODERS = ("identity", "aspp", "ocr", "sa", "sa_car", "cae")
+DECODERS = ("none", "sfpn", "usfpn")
+
+
+@dataclasses.dataclass
+class ModelConfig:
+  """What to build. Defaults are HFGD (OS=4) with ResNet-50 on Pascal Context 59."""
+
+  num_classes: int = 59
+  ignore_label: int = 255
+
+  # Backbone (hfgd_tf/backbones): name, output stride (8/16 = dilated), stochastic depth.
+  backbone: str = "resnet50"
+  backbone_output_stride: int = 32
+  drop_path_rate: Optional[float] = None
+
+  # Context encoder at the backbone's deepest level (Table 1): identity, aspp, ocr, sa (plain
+  # self-attention, the NL head), sa_car (the CAR paper's SA + CAR head, used at D8) or cae (ours).
+  encoder: str = "cae"
+  encoder_filters: int = 512
+  # CAE: kernel size of its two leading convs (1x1 beat 3x3 in the paper) and the width of CAR's
+  # projection. 256 reads CAE's "trailing conv" as CAR's own end conv (reference 10.5.1); any other
+  # width adds a separate 1x1 conv-BN-ReLU to `decoder_filters` after CAR.
+  cae_kernel_size: int = 1
+  cae_car_filters: int = 256
+
+  # CAR (reference section 5): which losses, thresholds and rates.
+  car_intra_loss: bool = True
+  car_c2c_loss: bool = True
+  car_c2p_loss: bool = True
+  car_intra_loss_rate: float = 1.0
+  car_inter_loss_rate: float = 1.0
+  car_c2c_threshold: float = 0.5
+  car_c2p_threshold: float = 0.25
+
+  # Upsampling decoder: none (classify at the encoder's stride), sfpn (SemanticFPN, 1x1 laterals)
+  # or usfpn (U-SFPN, 3x3 laterals); output stride 4, or 2 with one more conv-upsample block.
+  decoder: str = "usfpn"
+  decoder_output_stride: int = 4
+  decoder_filters: int = 256
+
+  # HFGM: stop-gradients on the decoder's inputs, the decoder classified by the encoder's class
+  # kernels under stop-gradient, and (optionally) an axial-attention layer before them.
+  hfgm: bool = True
+  hfgm_axial_attention: bool = True
+  axial_attention_heads: int = 4
+
+  # Normalisation and resizing.
+  sync_batch_norm: bool = False
+  bn_momentum: float = 0.9997
+  head_bn_epsilon: float = 1e-3
+  align_corners: bool = True
+
+  # Loss weights: CE on the encoder's logits (HFGM's OS=32 path) and on OCR's auxiliary logits;
+  # CE averaged over all pixels, ignored ones included (the original), or over valid pixels only.
+  cae_loss_weight: float = 1.0
+  aux_loss_weight: float = 0.4
+  ce_average_valid_only: bool = False
+
+  def validate(self):
+    """Raises ValueError naming the field for values that cannot build a model."""
+    def check(field, allowed):
+      value = getattr(self, field)
+      if value not in allowed:
+        raise ValueError(f"{field}={value!r} is not one of {', '.join(map(str, allowed))}")
+
+    check("encoder", ENCODERS)
+    check("decoder", DECODERS)
+    check("decoder_output_stride", (2, 4))
+    check("backbone_output_stride", (8, 16, 32))
+    check("cae_kernel_size", (1, 3))
+    if self.num_classes < 2:
+      raise ValueError(f"num_classes={self.num_classes} must be at least 2")
+    if 0 <= self.ignore_label < self.num_classes:
+      raise ValueError(f"ignore_label={self.ignore_label} is a class id; classes are "
+                       f"0..{self.num_classes - 1}, use 255")
+    if self.hfgm and self.decoder == "none":
+      raise ValueError("hfgm=True needs an upsampling decoder; set decoder to sfpn or usfpn")
+    if self.hfgm and self.encoder not in ("cae", "aspp"):
+      raise ValueError(
+          f"hfgm=True reuses the encoder's class kernels on {self.decoder_filters}-D decoder "
+          f"features, so the encoder must output {self.decoder_filters}-D features: use "
+          f"encoder=cae or aspp, not {self.encoder!r}")
+    if self.decoder != "none" and self.backbone_output_stride != 32:
+      raise ValueError("an upsampling decoder reads the OS=4..32 pyramid; set "
+                       f"backbone_output_stride=32, not {self.backbone_output_stride}")
+    if self.hfgm_axial_attention and self.decoder_filters % self.axial_attention_heads:
+      raise ValueError(f"decoder_filters={self.decoder_filters} does not split into "
+                       f"axial_attention_heads={self.axial_attention_heads}")
+    return self
+
+  def to_dict(self):
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, values):
+    names = {field.name for field in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+      raise ValueError(f"unknown model config fields: {', '.join(unknown)}")
+    return cls(**values)
