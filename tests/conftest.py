@@ -1,0 +1,19 @@
+"""Shared test setup: quiet TensorFlow, deterministic seeds, float32 policy restored after tests."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import pytest  # noqa: E402
+
+
+def pytest_configure(config):
+  config.addinivalue_line("markers", "slow: end-to-end tests that take more than a few seconds")
+
+
+@pytest.fixture(autouse=True)
+def _float32_policy_and_seed():
+  keras.utils.set_random_seed(0)
+  yield
+  keras.mixed_precision.set_global_policy("float32")
