@@ -72,7 +72,8 @@ def graph_complexity(graph, component_of=lambda name: "total"):
   """{component: Complexity} over the ops of `graph`, grouped by `component_of(op.name)`."""
   totals = collections.defaultdict(Complexity)
   for op in graph.get_operations():
-    flops = op_flops(graph, op)
+    with deprecation.silence():  # TF's shape helper for the statistics warns on every call
+      flops = op_flops(graph, op)
     if not flops:
       continue
     entry = totals[component_of(op.name)]

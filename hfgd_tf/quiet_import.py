@@ -1,7 +1,8 @@
 """Import TensorFlow without its C++ start-up chatter on stderr.
 
 TF's native runtime prints CUDA/oneDNN lines before Python logging is configured and no environment
-variable hides all of them, so fd 2 points at /dev/null only while `import tensorflow` runs.
+variable hides all of them, so fd 2 points at /dev/null only while `import tensorflow` and the
+device discovery run.
 """
 
 import os
@@ -19,6 +20,8 @@ def import_tensorflow_quietly():
     os.dup2(devnull, 2)
     import tensorflow  # pylint: disable=import-outside-toplevel
     import keras  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    # Device discovery prints driver lines (e.g. "failed call to cuInit" on CPU-only machines).
+    tensorflow.config.list_physical_devices()
   finally:
     os.dup2(saved_fd, 2)
     os.close(saved_fd)
