@@ -1,0 +1,25 @@
+"""Dataset registry: one module per dataset, each exposing `INFO` (a `core.DatasetInfo`) and
+`load_example(item) -> core.EncodedExample`; real datasets also `list_examples(raw_dir, split)`.
+
+Importing this package does not import TensorFlow (converter workers stay light).
+"""
+
+from datasets import builtin
+from datasets.core import DatasetInfo
+from hfgd_tf.registry import Registry
+
+_DATASETS = Registry("dataset")
+for _module in (builtin,):
+  _DATASETS.register(_module.INFO.name)(_module)
+
+
+def dataset_names():
+  return _DATASETS.names()
+
+
+def get_dataset_module(name):
+  return _DATASETS.get(name)
+
+
+def get_dataset_info(name) -> DatasetInfo:
+  return _DATASETS.get(name).INFO

@@ -1,0 +1,176 @@
+"""A procedurally generated segmentation dataset, so a fresh machine can train with no download.
+
+Every 128x128 image has a textured background and several objects whose class is their *shape*
+(disc, square, triangle, ring, thin line or cross, small dots); each instance and each background
+gets random colours, so colour alone cannot separate the classes. Rings, lines and dots are the thin
+structures and small objects the paper says high-resolution decoding helps with.
+
+Generation is a pure function of (seed, split, index), so the same seed gives byte-identical shards
+whatever the number of worker processes. The dataset goes through the same TFRecord writer and
+reader as the real datasets.
+"""
+
+import json
+import math
+import os
+
+import numpy as np
+
+from datasets import core
+
+IMAGE_SIZE = 128
+CLASS_NAMES = ("background", "disc", "square", "triangle", "ring", "line", "dot")
+# Split ids keep train and val streams of random numbers apart for the same seed.
+_SPLIT_IDS = {"train": 0, "val": 1}
+
+INFO = core.DatasetInfo(
+    name="builtin",
+    num_classes=len(CLASS_NAMES),
+    class_names=CLASS_NAMES,
+    palette=((0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200),
+             (245, 130, 48), (240, 50, 230)),
+    split_sizes={"train": 1000, "val": 200},
+    # 4*32+1, like 513 = 16*32+1: align-corners resizes between stride grids stay exact.
+    crop_size=(129, 129),
+    eval_size=(129, 129),
+)
+
+# Pixel-centre coordinates shared by every shape rasteriser, each [S, S].
+_Y, _X = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE].astype(np.float32) + 0.5
+
+
+def _disc(rng):
+  cy, cx = rng.uniform(12, IMAGE_SIZE - 12, 2)
+  radius = rng.uniform(8, 20)
+  return (_Y - cy) ** 2 + (_X - cx) ** 2 <= radius ** 2
+
+
+def _square(rng):
+  cy, cx = rng.uniform(12, IMAGE_SIZE - 12, 2)
+  half = rng.uniform(7, 17)
+  angle = rng.uniform(0, math.pi / 2)
+  u = (_X - cx) * math.cos(angle) + (_Y - cy) * math.sin(angle)
+  v = -(_X - cx) * math.sin(angle) + (_Y - cy) * math.cos(angle)
+  return (np.abs(u) <= half) & (np.abs(v) <= half)
+
+
+def _triangle(rng):
+  cy, cx = rng.uniform(14, IMAGE_SIZE - 14, 2)
+  radius = rng.uniform(10, 22)
+  angles = rng.uniform(0, 2 * math.pi) + np.array([0, 2, 4]) * math.pi / 3 + rng.uniform(-0.3, 0.3, 3)
+  ys, xs = cy + radius * np.sin(angles), cx + radius * np.cos(angles)
+  # Inside a triangle: the three edge cross products share a sign.
+  sides = [(xs[(i + 1) % 3] - xs[i]) * (_Y - ys[i]) - (ys[(i + 1) % 3] - ys[i]) * (_X - xs[i])
+           for i in range(3)]
+  return ((sides[0] >= 0) & (sides[1] >= 0) & (sides[2] >= 0)) | (
+      (sides[0] <= 0) & (sides[1] <= 0) & (sides[2] <= 0))
+
+
+def _ring(rng):
+  cy, cx = rng.uniform(12, IMAGE_SIZE - 12, 2)
+  outer = rng.uniform(9, 22)
+  thickness = rng.uniform(1.5, 4)
+  distance = np.sqrt((_Y - cy) ** 2 + (_X - cx) ** 2)
+  return (distance <= outer) & (distance >= outer - thickness)
+
+
+def _segment(cy, cx, angle, length, width):
+  """Pixels within width/2 of a segment centred at (cy, cx)."""
+  dy, dx = math.sin(angle), math.cos(angle)
+  along = (_X - cx) * dx + (_Y - cy) * dy
+  across = -(_X - cx) * dy + (_Y - cy) * dx
+  return (np.abs(along) <= length / 2) & (np.abs(across) <= width / 2)
+
+
+def _line(rng):
+  """A thin line, or with probability 1/2 a cross of two perpendicular thin lines."""
+  cy, cx = rng.uniform(20, IMAGE_SIZE - 20, 2)
+  angle = rng.uniform(0, math.pi)
+  width = rng.uniform(1.0, 2.5)
+  mask = _segment(cy, cx, angle, rng.uniform(30, 90), width)
+  if rng.uniform() < 0.5:
+    mask |= _segment(cy, cx, angle + math.pi / 2, rng.uniform(20, 50), width)
+  return mask
+
+
+def _dots(rng):
+  """A cluster of 1-4 small dots (radius 1.5-3 px)."""
+  cy, cx = rng.uniform(8, IMAGE_SIZE - 8, 2)
+  mask = np.zeros((IMAGE_SIZE, IMAGE_SIZE), bool)
+  for _ in range(rng.integers(1, 5)):
+    oy, ox = rng.uniform(-10, 10, 2)
+    mask |= (_Y - cy - oy) ** 2 + (_X - cx - ox) ** 2 <= rng.uniform(1.5, 3) ** 2
+  return mask
+
+
+# Class id -> rasteriser; objects are drawn in class order so thin and small ones stay visible.
+_SHAPES = {1: _disc, 2: _square, 3: _triangle, 4: _ring, 5: _line, 6: _dots}
+
+
+def _background(rng):
+  """Two random colours blended by stripes, a checkerboard or smooth blobs; [S, S, 3] float."""
+  colours = rng.uniform(0, 255, (2, 3))
+  kind = rng.integers(3)
+  if kind == 0:
+    angle = rng.uniform(0, math.pi)
+    period = rng.uniform(6, 24)
+    weight = 0.5 + 0.5 * np.sin(2 * math.pi * ((_X * math.cos(angle) + _Y * math.sin(angle))
+                                               / period))
+  elif kind == 1:
+    cell = rng.integers(6, 20)
+    weight = ((_X // cell + _Y // cell) % 2).astype(np.float32)
+  else:
+    frequencies = rng.uniform(0.04, 0.15, 2)
+    phases = rng.uniform(0, 2 * math.pi, 2)
+    weight = 0.5 + 0.5 * np.sin(_X * frequencies[0] + phases[0]) * np.sin(
+        _Y * frequencies[1] + phases[1])
+  return colours[0] + weight[..., None] * (colours[1] - colours[0])
+
+
+def generate(seed, split, index):
+  """Returns (image uint8 [128, 128, 3], label uint8 [128, 128]) for one example."""
+  rng = np.random.default_rng([seed, _SPLIT_IDS[split], index])
+  image = _background(rng)
+  label = np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.uint8)
+  classes = np.sort(rng.integers(1, len(CLASS_NAMES), rng.integers(3, 9)))
+  for class_id in classes:
+    mask = _SHAPES[int(class_id)](rng)
+    image[mask] = rng.uniform(0, 255, 3)
+    label[mask] = class_id
+  image += rng.normal(0, 6, image.shape)
+  return np.clip(np.round(image), 0, 255).astype(np.uint8), label
+
+
+def list_examples(seed, split, count):
+  """Work items for the shard writer: one (seed, split, index) tuple per example."""
+  return [(seed, split, index) for index in range(count)]
+
+
+def load_example(item) -> core.EncodedExample:
+  seed, split, index = item
+  image, label = generate(seed, split, index)
+  return core.EncodedExample(f"{split}_{index:05d}", core.encode_png(image), "png", label)
+
+
+def ensure_builtin_dataset(output_dir, seed=0, num_train=1000, num_val=200, num_workers=1):
+  """Generates and converts the built-in dataset into `output_dir` unless it is already there.
+
+  Idempotent: a finished copy (its `dataset_info.json` records the generator settings) is returned
+  as is; an interrupted one resumes from its finished shards. A directory holding a copy made with
+  other settings is an error rather than silently reused. Returns `output_dir`.
+  """
+  from datasets import tfrecord  # pylint: disable=import-outside-toplevel  (imports TensorFlow)
+  generator = {"seed": seed, "num_train": num_train, "num_val": num_val}
+  info_path = os.path.join(output_dir, tfrecord.INFO_FILENAME)
+  if os.path.exists(info_path):
+    with open(info_path) as f:
+      existing = json.load(f).get("generator")
+    if existing == generator:
+      return output_dir
+    raise ValueError(f"{output_dir} already holds a built-in dataset generated with {existing}, "
+                     f"not {generator}; choose another directory")
+  tfrecord.write_dataset(
+      INFO, {"train": list_examples(seed, "train", num_train),
+             "val": list_examples(seed, "val", num_val)},
+      output_dir, num_workers=num_workers, extra_info={"generator": generator})
+  return output_dir

@@ -1,0 +1,192 @@
+"""Sharded TFRecord writer shared by every dataset converter.
+
+Records use the TF Model Garden / DeepLab keys, so other TF tools read them too:
+  image/encoded (original JPEG bytes, or PNG), image/format ("jpeg" | "png"), image/height,
+  image/width, image/channels, image/filename (the example id),
+  image/segmentation/class/encoded (PNG, uint8, classes 0..K-1 and 255 = ignore),
+  image/segmentation/class/format ("png").
+
+Files are `<split>-00000-of-000NN.tfrecord` plus `dataset_info.json`. Safety: each shard is written
+to `<shard>.incomplete` and renamed when closed, so only finished shards carry the final name; a
+rerun skips finished shards and overwrites stale `.incomplete` files; `dataset_info.json` is written
+last, so its presence means the conversion finished.
+"""
+
+import json
+import math
+import multiprocessing
+import os
+import sys
+import time
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+from absl import logging
+
+from datasets import core
+from hfgd_tf.quiet_import import import_tensorflow_quietly
+
+tf = import_tensorflow_quietly()
+
+FORMAT_VERSION = 1
+INFO_FILENAME = "dataset_info.json"
+INCOMPLETE_SUFFIX = ".incomplete"
+
+
+def shard_filename(split, index, num_shards):
+  return f"{split}-{index:05d}-of-{num_shards:05d}.tfrecord"
+
+
+def split_pattern(split):
+  """Glob matching the finished shards of `split` (never the `.incomplete` ones)."""
+  return f"{split}-?????-of-?????.tfrecord"
+
+
+def default_num_shards(num_examples):
+  """At least 16 shards once a split has 512+ examples (file-level sharding over workers and TPU
+  hosts), about 1024 examples per shard for big splits, and never fewer than 32 examples a shard."""
+  return max(1, min(num_examples // 32, max(16, math.ceil(num_examples / 1024))))
+
+
+def _bytes_feature(value):
+  return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+
+def _int_feature(value):
+  return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+
+
+def serialize_example(example: core.EncodedExample) -> bytes:
+  features = {
+      "image/encoded": _bytes_feature(example.image_bytes),
+      "image/format": _bytes_feature(example.image_format.encode()),
+      "image/height": _int_feature(example.height),
+      "image/width": _int_feature(example.width),
+      "image/channels": _int_feature(3),
+      "image/filename": _bytes_feature(example.key.encode()),
+      "image/segmentation/class/encoded": _bytes_feature(core.encode_png(example.label)),
+      "image/segmentation/class/format": _bytes_feature(b"png"),
+  }
+  # deterministic=True sorts the feature map, so bytes do not depend on the process hash seed.
+  return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString(
+      deterministic=True)
+
+
+def _check_label(example: core.EncodedExample, info: core.DatasetInfo):
+  """Backstop for every dataset: the stored label must already be in the library convention."""
+  label = example.label
+  if label.dtype != np.uint8 or label.ndim != 2:
+    raise core.ConversionError(f"example {example.key}: label must be uint8 [H, W], got "
+                               f"{label.dtype} {label.shape}")
+  bad = (label >= info.num_classes) & (label != info.ignore_label)
+  if np.any(bad):
+    raise core.ConversionError(f"example {example.key}: label values {np.unique(label[bad])[:10]} "
+                               f"are neither a class (< {info.num_classes}) nor ignore")
+
+
+def _write_shard(task):
+  """Writes one shard: (dataset name, work items, final path) -> number of examples written.
+
+  Runs in a worker process. On any error the partial file is removed and the error re-raised, so
+  neither a finished-looking half shard nor other finished shards are affected.
+  """
+  dataset_name, items, path = task
+  # Imported here so a spawned worker registers the datasets itself.
+  from datasets import get_dataset_module  # pylint: disable=import-outside-toplevel
+  module = get_dataset_module(dataset_name)
+  temp_path = path + INCOMPLETE_SUFFIX
+  try:
+    with tf.io.TFRecordWriter(temp_path) as writer:
+      for item in items:
+        example = module.load_example(item)
+        _check_label(example, module.INFO)
+        writer.write(serialize_example(example))
+  except BaseException:
+    if os.path.exists(temp_path):
+      os.remove(temp_path)
+    raise
+  os.replace(temp_path, path)
+  return len(items)
+
+
+class _ProgressBar:
+  """A one-line `\\r` progress bar on stderr (a CLI display, not logging)."""
+
+  def __init__(self, label, total, enabled):
+    self.label, self.total, self.enabled = label, total, enabled
+    self.done = 0
+    self.start = time.monotonic()
+
+  def advance(self, count):
+    self.done += count
+    if not self.enabled:
+      return
+    fraction = self.done / max(self.total, 1)
+    rate = self.done / max(time.monotonic() - self.start, 1e-6)
+    bar = "#" * int(30 * fraction)
+    sys.stderr.write(f"\r{self.label}: [{bar:<30}] {self.done}/{self.total} examples "
+                     f"{rate:.1f}/s")
+    sys.stderr.flush()
+
+  def close(self):
+    if self.enabled:
+      sys.stderr.write("\n")
+      sys.stderr.flush()
+
+
+def write_split(info: core.DatasetInfo, split, items: Sequence, output_dir,
+                num_shards: Optional[int] = None, num_workers=1, show_progress=False):
+  """Writes the examples of one split into shards; returns the number of shards.
+
+  Shard k holds items [k*N/S, (k+1)*N/S), so a rerun assigns the same items to the same shard and
+  can skip the finished ones. Workers are spawned processes (forking after TensorFlow is loaded is
+  unsafe); `num_workers=1` writes in this process.
+  """
+  num_shards = num_shards or default_num_shards(len(items))
+  os.makedirs(output_dir, exist_ok=True)
+  if num_shards > max(len(items), 1):
+    raise ValueError(f"{split}: {num_shards} shards for {len(items)} examples")
+  existing = set(tf.io.gfile.glob(os.path.join(output_dir, split_pattern(split))))
+  wanted = [os.path.join(output_dir, shard_filename(split, k, num_shards))
+            for k in range(num_shards)]
+  foreign = existing - set(wanted)
+  if foreign:
+    raise ValueError(f"{output_dir} already holds {split} shards of another shard count "
+                     f"({sorted(foreign)[0]}); remove them or convert with the same --num_shards")
+  bounds = [len(items) * k // num_shards for k in range(num_shards + 1)]
+  tasks = [(info.name, items[bounds[k]:bounds[k + 1]], wanted[k]) for k in range(num_shards)
+           if wanted[k] not in existing]
+  progress = _ProgressBar(split, len(items), show_progress)
+  progress.advance(len(items) - sum(len(task[1]) for task in tasks))
+  if tasks:
+    logging.info("%s: writing %d of %d shards (%d examples) to %s", split, len(tasks), num_shards,
+                 sum(len(task[1]) for task in tasks), output_dir)
+  try:
+    if num_workers <= 1:
+      for task in tasks:
+        progress.advance(_write_shard(task))
+    else:
+      with multiprocessing.get_context("spawn").Pool(num_workers) as pool:
+        for count in pool.imap_unordered(_write_shard, tasks):
+          progress.advance(count)
+  finally:
+    progress.close()
+  return num_shards
+
+
+def write_dataset(info: core.DatasetInfo, split_items: Dict[str, Sequence], output_dir,
+                  num_shards: Optional[int] = None, num_workers=1, show_progress=False,
+                  extra_info: Optional[dict] = None):
+  """Writes every split, then `dataset_info.json`; returns the info dict it wrote."""
+  splits = {}
+  for split, items in split_items.items():
+    shards = write_split(info, split, items, output_dir, num_shards, num_workers, show_progress)
+    splits[split] = {"num_examples": len(items), "num_shards": shards,
+                     "file_pattern": split_pattern(split)}
+  content = {"format_version": FORMAT_VERSION, **info.to_json_dict(), "splits": splits,
+             **(extra_info or {})}
+  info_path = os.path.join(output_dir, INFO_FILENAME)
+  with open(info_path + INCOMPLETE_SUFFIX, "w") as f:
+    json.dump(content, f, indent=1)
+  os.replace(info_path + INCOMPLETE_SUFFIX, info_path)
+  return content

@@ -1,0 +1,332 @@
+"""TFRecords -> batches of (normalised image, label), as the original codebase fed HFGD.
+
+Training (HFGD-era iDS `StandardAugmentationsPipeline`, reference §3.3), each step switchable by
+`AugmentConfig`: random scale s from {min_scale, min_scale + step, ..., max_scale} (new size
+floor(s*H) x floor(s*W); image bilinear, label nearest, both align_corners=True) -> optional
+photometric distortion (contrast then saturation, each p=0.5, factor U[0.5, 1.5), no clip) -> random
+brightness (p=0.5, delta U[-32, 32), then clip to [0, 256]) -> pad bottom/right to the crop (image
+127.5, label ignore) -> random crop -> horizontal flip (p=0.5) -> normalise x*2/255 - 1.
+
+Evaluation: pad bottom/right to a fixed size (no resize), keeping the original size so predictions
+can be cropped back.
+
+Randomness is stateless, keyed by (seed, input pipeline id) folded with the element index, so a given
+seed gives the same order and the same augmentations on every run.
+
+Record formats, detected per example: the library's Model Garden keys (`image/encoded`, ...; see
+`datasets/tfrecord.py`) and the authors' iDS keys (`image`, `label`, `height`, `width`, `depth`:
+serialized tensors, image float32 [H, W, 3] in 0-255 or a string scalar with JPEG/PNG bytes, label
+int32 [H, W, 1]). Compression (none, ZLIB or GZIP) is detected per file by trying to read its first
+record. iDS Pascal Context uses 0 as ignore and 1..59 as classes: pass `ids_ignore_label=0` (the
+value `DatasetInfo.ids_ignore_label` holds) to map it to 0..58 and 255.
+"""
+
+import dataclasses
+import os
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import tensorflow as tf
+
+IGNORE_LABEL = 255
+# Value that normalises to 0; the original's "mean pixel" for image padding.
+IMAGE_PAD_VALUE = 127.5
+# The shard writer's temporary suffix; such files are never read.
+_INCOMPLETE_SUFFIX = ".incomplete"
+# iDS serialized TensorProtos start with field 1 (dtype): tag byte 0x08, then the DataType enum.
+_DT_STRING_BYTE = b"\x07"
+
+_FEATURES = {
+    "image/encoded": tf.io.FixedLenFeature([], tf.string, default_value=""),
+    "image/filename": tf.io.FixedLenFeature([], tf.string, default_value=""),
+    "image/segmentation/class/encoded": tf.io.FixedLenFeature([], tf.string, default_value=""),
+    "image": tf.io.FixedLenFeature([], tf.string, default_value=""),
+    "label": tf.io.FixedLenFeature([], tf.string, default_value=""),
+    "height": tf.io.FixedLenFeature([], tf.int64, default_value=0),
+    "width": tf.io.FixedLenFeature([], tf.int64, default_value=0),
+}
+
+
+@dataclasses.dataclass
+class AugmentConfig:
+  """Training augmentation; defaults are the HFGD-era iDS ones at crop 513.
+
+  Set min_scale = max_scale = 1 to switch random scaling off.
+  """
+  crop_height: int = 513
+  crop_width: int = 513
+  min_scale: float = 0.5
+  max_scale: float = 2.0
+  scale_step: float = 0.25
+  random_brightness: bool = True
+  photometric_distortion: bool = False
+  flip: bool = True
+  ignore_label: int = IGNORE_LABEL
+
+  def scales(self):
+    """The discrete scale set, e.g. [0.5, 0.75, ..., 2.0] (the original's linspace)."""
+    if self.max_scale < self.min_scale:
+      raise ValueError(f"max_scale {self.max_scale} < min_scale {self.min_scale}")
+    if self.max_scale == self.min_scale:
+      return np.array([self.min_scale], np.float32)
+    if self.scale_step <= 0:
+      raise ValueError(f"scale_step must be > 0, got {self.scale_step}")
+    count = int(round((self.max_scale - self.min_scale) / self.scale_step)) + 1
+    return np.linspace(self.min_scale, self.max_scale, count).astype(np.float32)
+
+
+def normalize_image(image):
+  """uint8 or float 0-255 -> float32 x*2/255 - 1 (so [0, 255] -> [-1, 1] and 127.5 -> 0)."""
+  return tf.cast(image, tf.float32) * (2.0 / 255.0) - 1.0
+
+
+def _decode_image_bytes(encoded):
+  """JPEG or PNG bytes -> float32 [H, W, 3] in 0-255 (JPEG with the accurate integer IDCT)."""
+  image = tf.cond(
+      tf.io.is_jpeg(encoded),
+      lambda: tf.io.decode_jpeg(encoded, channels=3, dct_method="INTEGER_ACCURATE"),
+      lambda: tf.io.decode_png(encoded, channels=3))
+  return tf.cast(image, tf.float32)
+
+
+def _decode_model_garden(features):
+  image = _decode_image_bytes(features["image/encoded"])
+  label = tf.io.decode_png(features["image/segmentation/class/encoded"], channels=1)
+  return image, tf.cast(label[..., 0], tf.int32)
+
+
+def _decode_ids(features, ids_ignore_label):
+  height = tf.cast(features["height"], tf.int32)
+  width = tf.cast(features["width"], tf.int32)
+  serialized_image = features["image"]
+  image = tf.cond(
+      tf.equal(tf.strings.substr(serialized_image, 1, 1), _DT_STRING_BYTE),
+      lambda: _decode_image_bytes(tf.io.parse_tensor(serialized_image, tf.string)),
+      lambda: tf.reshape(tf.io.parse_tensor(serialized_image, tf.float32), [height, width, 3]))
+  label = tf.reshape(tf.io.parse_tensor(features["label"], tf.int32), [height, width])  # [H,W,1]->
+  if ids_ignore_label == 0:
+    label = tf.where(label == 0, IGNORE_LABEL, label - 1)
+  elif ids_ignore_label != IGNORE_LABEL:
+    raise ValueError(f"ids_ignore_label must be 0 or {IGNORE_LABEL}, got {ids_ignore_label}")
+  return image, label
+
+
+def decode_example(serialized, ids_ignore_label=IGNORE_LABEL):
+  """One serialized tf.train.Example (Model Garden or iDS keys) -> dict(image, label, filename).
+
+  image: float32 [H, W, 3] in 0-255; label: int32 [H, W] in the library convention (0..K-1, 255);
+  filename: string (empty for iDS records, which carry none).
+  """
+  features = tf.io.parse_single_example(serialized, _FEATURES)
+  image, label = tf.cond(
+      tf.strings.length(features["image"]) > 0,
+      lambda: _decode_ids(features, ids_ignore_label),
+      lambda: _decode_model_garden(features))
+  image = tf.ensure_shape(image, [None, None, 3])
+  label = tf.ensure_shape(label, [None, None])
+  return {"image": image, "label": label, "filename": features["image/filename"]}
+
+
+def _list_files(file_patterns: Union[str, Sequence[str]]):
+  patterns = [file_patterns] if isinstance(file_patterns, (str, bytes)) else list(file_patterns)
+  files = sorted({path for pattern in patterns for path in tf.io.gfile.glob(pattern)
+                  if not path.endswith(_INCOMPLETE_SUFFIX)})
+  if not files:
+    raise ValueError(f"no TFRecord files match {patterns}")
+  return files
+
+
+def _detect_compression(path):
+  """'' / 'ZLIB' / 'GZIP': the first that reads the file's first record without error."""
+  for compression in ("", "ZLIB", "GZIP"):
+    try:
+      for _ in tf.data.TFRecordDataset(path, compression_type=compression).take(1):
+        pass
+      return compression
+    except tf.errors.OpError:
+      continue
+  raise ValueError(f"{path} is not a readable TFRecord file (tried no compression, ZLIB and GZIP)")
+
+
+def _shard_files(files, input_context):
+  """Keeps this input pipeline's share of the files (file-level sharding across workers/hosts)."""
+  if input_context is None or input_context.num_input_pipelines == 1:
+    return files
+  if len(files) < input_context.num_input_pipelines:
+    raise ValueError(f"{len(files)} files cannot be sharded over "
+                     f"{input_context.num_input_pipelines} input pipelines; convert with more shards")
+  return files[input_context.input_pipeline_id::input_context.num_input_pipelines]
+
+
+def _records(files, shuffle_seed=None, deterministic=True, repeat=False):
+  """Dataset of (serialized record, shard path), interleaving reads over the shard files."""
+  compressions = [_detect_compression(path) for path in files]
+  file_ds = tf.data.Dataset.from_tensor_slices((files, compressions))
+  if shuffle_seed is not None:
+    file_ds = file_ds.shuffle(len(files), seed=shuffle_seed, reshuffle_each_iteration=True)
+  if repeat:
+    file_ds = file_ds.repeat()
+  return file_ds.interleave(
+      lambda path, compression: tf.data.TFRecordDataset(path, compression).map(
+          lambda record: (record, path)),
+      cycle_length=min(len(files), 8), block_length=1, num_parallel_calls=tf.data.AUTOTUNE,
+      deterministic=deterministic)
+
+
+def _checked_labels(label, num_classes, ignore_label, source):
+  """Fails with a message naming the example when a label is neither a class nor ignore."""
+  bad = tf.logical_and(tf.logical_or(label < 0, label >= num_classes), label != ignore_label)
+  check = tf.debugging.Assert(
+      tf.logical_not(tf.reduce_any(bad)),
+      [f"label values must be in [0, {num_classes}) or equal {ignore_label}; bad example:", source,
+       "bad values:", tf.boolean_mask(label, bad)], summarize=10)
+  with tf.control_dependencies([check]):
+    return tf.identity(label)
+
+
+def _decoded(record, path, validate_labels, num_classes, ignore_label, ids_ignore_label):
+  example = decode_example(record, ids_ignore_label)
+  if validate_labels:
+    if num_classes is None:
+      raise ValueError("validate_labels needs num_classes")
+    source = tf.strings.join([path, ":", example["filename"]])
+    example["label"] = _checked_labels(example["label"], num_classes, ignore_label, source)
+  return example
+
+
+def _resize(image, label, height, width):
+  """Align-corners resize: image bilinear [H, W, 3], label nearest [H, W] -> [height, width]."""
+  size = tf.stack([height, width])
+  image = tf.raw_ops.ResizeBilinear(images=image[None], size=size, align_corners=True,
+                                    half_pixel_centers=False)[0]
+  label = tf.raw_ops.ResizeNearestNeighbor(images=label[None, :, :, None], size=size,
+                                           align_corners=True, half_pixel_centers=False)[0, :, :, 0]
+  return image, label
+
+
+def _pad_bottom_right(image, label, height, width, ignore_label):
+  """Pads up to at least height x width: image with 127.5, label with ignore."""
+  pad_h = tf.maximum(height - tf.shape(image)[0], 0)
+  pad_w = tf.maximum(width - tf.shape(image)[1], 0)
+  image = tf.pad(image, [[0, pad_h], [0, pad_w], [0, 0]], constant_values=IMAGE_PAD_VALUE)
+  label = tf.pad(label, [[0, pad_h], [0, pad_w]], constant_values=ignore_label)
+  return image, label
+
+
+def _with_probability(seed, probability, transform, value):
+  """transform(value) when U[0, 1) <= probability (the original's test), else value."""
+  apply = tf.random.stateless_uniform([], seed) <= probability
+  return tf.cond(apply, lambda: transform(value), lambda: value)
+
+
+def augment_example(image, label, config: AugmentConfig, seed):
+  """The HFGD-era training augmentation of one example (module docstring for the order).
+
+  image: float32 [H, W, 3] in 0-255; label: int32 [H, W]; seed: int [2] (stateless seed).
+  Returns image float32 [crop_h, crop_w, 3] (still 0-255, not normalised), label int32 [crop_h,
+  crop_w].
+  """
+  seeds = tf.random.experimental.stateless_split(seed, num=10)  # [10, 2], one per random draw
+  scales = config.scales()
+  if not np.all(scales == 1.0):
+    index = tf.random.stateless_uniform([], seeds[0], 0, len(scales), dtype=tf.int32)
+    scale = tf.gather(tf.constant(scales), index)
+    shape = tf.cast(tf.shape(label), tf.float32)
+    new_size = tf.cast(tf.floor(scale * shape), tf.int32)
+    image, label = _resize(image, label, new_size[0], new_size[1])
+
+  if config.photometric_distortion:
+    contrast = tf.random.stateless_uniform([], seeds[2], 0.5, 1.5)
+    image = _with_probability(seeds[1], 0.5, lambda x: tf.image.adjust_contrast(x, contrast),
+                              image)
+    saturation = tf.random.stateless_uniform([], seeds[4], 0.5, 1.5)
+    image = _with_probability(seeds[3], 0.5, lambda x: tf.image.adjust_saturation(x, saturation),
+                              image)
+
+  if config.random_brightness:
+    delta = tf.random.stateless_uniform([], seeds[6], -32.0, 32.0)
+    image = _with_probability(seeds[5], 0.5, lambda x: x + delta, image)
+    image = tf.clip_by_value(image, 0.0, 256.0)
+
+  crop_h, crop_w = config.crop_height, config.crop_width
+  image, label = _pad_bottom_right(image, label, crop_h, crop_w, config.ignore_label)
+  offset_y = tf.random.stateless_uniform([], seeds[7], 0, tf.shape(label)[0] - crop_h + 1,
+                                         dtype=tf.int32)
+  offset_x = tf.random.stateless_uniform([], seeds[8], 0, tf.shape(label)[1] - crop_w + 1,
+                                         dtype=tf.int32)
+  image = image[offset_y:offset_y + crop_h, offset_x:offset_x + crop_w]
+  label = label[offset_y:offset_y + crop_h, offset_x:offset_x + crop_w]
+
+  if config.flip:
+    image, label = _with_probability(
+        seeds[9], 0.5, lambda pair: (tf.reverse(pair[0], [1]), tf.reverse(pair[1], [1])),
+        (image, label))
+  return tf.ensure_shape(image, [crop_h, crop_w, 3]), tf.ensure_shape(label, [crop_h, crop_w])
+
+
+def _random_seed():
+  return int.from_bytes(os.urandom(4), "little")
+
+
+def train_dataset(file_patterns, batch_size, augment: AugmentConfig, seed: Optional[int] = None,
+                  input_context: Optional[tf.distribute.InputContext] = None, shuffle_buffer=1000,
+                  validate_labels=False, num_classes: Optional[int] = None,
+                  ids_ignore_label=IGNORE_LABEL) -> tf.data.Dataset:
+  """Infinite training batches (images float32 [B, crop_h, crop_w, 3] normalised, labels int32
+  [B, crop_h, crop_w]); B is the per-replica batch when `input_context` is given.
+
+  With a seed, order and augmentation are identical from run to run; without one they are random.
+  `validate_labels` (needs `num_classes`) fails on the first label outside [0, K) and != ignore.
+  """
+  files = _shard_files(_list_files(file_patterns), input_context)
+  if input_context is not None:
+    batch_size = input_context.get_per_replica_batch_size(batch_size)
+  deterministic = seed is not None
+  seed = seed if seed is not None else _random_seed()
+  pipeline_id = input_context.input_pipeline_id if input_context is not None else 0
+  base_seed = tf.constant([seed, pipeline_id], tf.int64)
+
+  def parse_and_augment(index, record_and_path):
+    record, path = record_and_path
+    example = _decoded(record, path, validate_labels, num_classes, augment.ignore_label,
+                       ids_ignore_label)
+    element_seed = tf.random.experimental.stateless_fold_in(base_seed, index)
+    image, label = augment_example(example["image"], example["label"], augment, element_seed)
+    return normalize_image(image), label
+
+  ds = _records(files, shuffle_seed=seed, deterministic=deterministic, repeat=True)
+  ds = ds.shuffle(shuffle_buffer, seed=seed).enumerate()
+  ds = ds.map(parse_and_augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+  return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def eval_dataset(file_patterns, batch_size, eval_height, eval_width, ignore_label=IGNORE_LABEL,
+                 input_context: Optional[tf.distribute.InputContext] = None, validate_labels=False,
+                 num_classes: Optional[int] = None,
+                 ids_ignore_label=IGNORE_LABEL) -> tf.data.Dataset:
+  """One pass, in a fixed order, of padded evaluation batches (last batch may be smaller):
+  dict(image float32 [B, eH, eW, 3] normalised (padding -> 0), label int32 [B, eH, eW] padded with
+  ignore, height/width int32 [B] original sizes, filename string [B]).
+
+  An image larger than eval_height x eval_width is an error naming it (no resize is done).
+  """
+  files = _shard_files(_list_files(file_patterns), input_context)
+  if input_context is not None:
+    batch_size = input_context.get_per_replica_batch_size(batch_size)
+
+  def parse_and_pad(record, path):
+    example = _decoded(record, path, validate_labels, num_classes, ignore_label, ids_ignore_label)
+    image, label = example["image"], example["label"]
+    height, width = tf.shape(label)[0], tf.shape(label)[1]
+    fits = tf.debugging.Assert(
+        tf.logical_and(height <= eval_height, width <= eval_width),
+        ["image", path, example["filename"], "of size", height, width,
+         f"is larger than the eval size {eval_height}x{eval_width}; raise the eval size"])
+    with tf.control_dependencies([fits]):
+      image, label = _pad_bottom_right(image, label, eval_height, eval_width, ignore_label)
+    return {"image": normalize_image(tf.ensure_shape(image, [eval_height, eval_width, 3])),
+            "label": tf.ensure_shape(label, [eval_height, eval_width]),
+            "height": height, "width": width, "filename": example["filename"]}
+
+  ds = _records(files, deterministic=True).map(parse_and_pad, num_parallel_calls=tf.data.AUTOTUNE)
+  return ds.batch(batch_size, drop_remainder=False).prefetch(tf.data.AUTOTUNE)
