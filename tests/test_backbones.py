@@ -11,6 +11,8 @@ from hfgd_tf.backbones import BACKBONES, backbone_names, build_backbone
 TINY_CHANNELS = {
     "resnet_test": {2: 16, 4: 32, 8: 64, 16: 128, 32: 256},
     "convnext_test": {4: 8, 8: 16, 16: 32, 32: 64},
+    "convnext_v2_test": {4: 8, 8: 16, 16: 32, 32: 64},
+    "swin_test": {4: 12, 8: 24, 16: 48, 32: 96},
 }
 
 
@@ -29,8 +31,12 @@ def _expected(channels, height, width, output_stride=32):
 
 def test_registry_lists_every_builder():
   names = set(backbone_names())
-  for expected in ("resnet50", "resnet101", "convnext_tiny", "convnext_small", "convnext_base",
-                   "convnext_large", "convnext_xlarge", *TINY_CHANNELS):
+  for expected in ("resnet50", "resnet101", "keras_resnet50", "keras_resnet101", "convnext_tiny",
+                   "convnext_small", "convnext_base", "convnext_large", "convnext_xlarge",
+                   "convnext_v2_atto", "convnext_v2_femto", "convnext_v2_pico", "convnext_v2_nano",
+                   "convnext_v2_tiny", "convnext_v2_base", "convnext_v2_large", "convnext_v2_huge",
+                   "swin_tiny_224", "swin_small_224", "swin_base_224", "swin_base_384",
+                   "swin_large_224", "swin_large_384", *TINY_CHANNELS):
     assert expected in names
   assert BACKBONES.get("resnet_test") is not BACKBONES.get("convnext_test")
 
@@ -108,20 +114,158 @@ def test_convnext_real_config_channels(name):
   assert model.count_params() == expected
 
 
-@pytest.mark.parametrize("name", ["resnet_test", "convnext_test"])
+@pytest.mark.parametrize("name", ["resnet_test", "convnext_test", "convnext_v2_test", "swin_test"])
 def test_drop_path_only_in_training(name):
   model = build_backbone(name, drop_path_rate=0.9)
   images = _images(64, 64, batch=4)
   first, second = model(images, training=False), model(images, training=False)
   for stride in first:
     np.testing.assert_array_equal(first[stride].numpy(), second[stride].numpy())
-  if name.startswith("convnext"):
+  if name != "resnet_test":  # the ResNet has no drop path; its inference must still be stable
     trained = model(images, training=True)
     assert not np.allclose(trained[32].numpy(), first[32].numpy())
 
 
 def test_rejects_unsupported_output_stride():
-  with pytest.raises(ValueError, match="output_stride"):
-    build_backbone("convnext_test", output_stride=16)
+  for name in ("convnext_test", "convnext_v2_test", "swin_test", "keras_resnet50"):
+    with pytest.raises(ValueError, match="output_stride"):
+      build_backbone(name, output_stride=16)
   with pytest.raises(ValueError, match="output_stride"):
     build_backbone("resnet_test", output_stride=4)
+
+
+def test_keras_resnet_endpoints():
+  model = build_backbone("keras_resnet50", bn_momentum=0.9)
+  assert _shapes(model, _images(65, 97)) == _expected(
+      {2: 64, 4: 256, 8: 512, 16: 1024, 32: 2048}, 65, 97)
+  assert model.count_params() == 23_587_712  # keras.applications.ResNet50(include_top=False)
+  assert all(layer.momentum == 0.9 for layer in model.layers
+             if isinstance(layer, keras.layers.BatchNormalization))
+
+
+def test_convnext_v2_blocks_have_grn_and_no_layer_scale():
+  model = build_backbone("convnext_v2_test")
+  names = {layer.name for layer in model.layers}
+  assert "stage1_block1_grn" in names
+  assert not any(name.endswith("_layer_scale") for name in names)
+
+
+def test_grn_matches_numpy_and_is_float32_inside():
+  from hfgd_tf.backbones.convnext import GlobalResponseNorm  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=(2, 5, 6, 4)).astype("float32")
+  layer = GlobalResponseNorm()
+  layer.build(x.shape)
+  gamma, beta = rng.normal(size=4).astype("float32"), rng.normal(size=4).astype("float32")
+  layer.gamma.assign(gamma)
+  layer.beta.assign(beta)
+  gx = np.sqrt((x.astype("float64") ** 2).sum(axis=(1, 2), keepdims=True))
+  nx = gx / (gx.mean(axis=-1, keepdims=True) + 1e-6)
+  np.testing.assert_allclose(layer(x).numpy(), gamma * (x * nx) + beta + x, rtol=1e-5, atol=1e-5)
+  half = GlobalResponseNorm(dtype="mixed_float16")
+  half.build(x.shape)
+  assert half(x.astype("float16")).dtype == "float16"
+
+
+def test_convnext_v2_large_parameter_count():
+  # Official 197,956,840 less the classifier (1536*1000 + 1000) and final norm (2*1536).
+  assert build_backbone("convnext_v2_large").count_params() == 196_416_768
+
+
+@pytest.mark.parametrize("name, expected", [("swin_tiny_224", 27_517_818),
+                                            ("swin_large_384", 195_195_444)])
+def test_swin_real_config(name, expected):
+  # Swin-T: the official 28,288,354 less the classifier and final norm; Swin-L 384 has bigger
+  # relative position bias tables (23^2 rows) than the 224 version.
+  model = build_backbone(name)
+  widths = {"swin_tiny_224": 96, "swin_large_384": 192}[name]
+  assert {k: v.shape[-1] for k, v in model.output.items()} == {
+      4: widths, 8: 2 * widths, 16: 4 * widths, 32: 8 * widths}
+  assert model.count_params() == expected
+
+
+def test_swin_odd_size():
+  model = build_backbone("swin_test")
+  assert _shapes(model, _images(67, 45)) == _expected(TINY_CHANNELS["swin_test"], 67, 45)
+
+
+def _numpy_window_attention(x, layer, qkv_kernel, qkv_bias, proj_kernel, proj_bias, table):
+  """Direct definition in the unrolled frame: a token attends to the tokens of its group, the
+  groups being cut at s + k*w along each axis (s = shift) of the zero-padded input."""
+  window, shift, heads = layer.window_size, layer.shift_size, layer.num_heads
+  _, height, width, channels = x.shape
+  padded_h, padded_w = -(-height // window) * window, -(-width // window) * window
+  padded = np.zeros((padded_h, padded_w, channels))
+  padded[:height, :width] = x[0]
+  rows, cols = np.meshgrid(np.arange(padded_h), np.arange(padded_w), indexing="ij")
+  rows, cols = rows.reshape(-1), cols.reshape(-1)
+  group = ((rows - shift) // window) * 10_000 + (cols - shift) // window
+  tokens = padded.reshape(-1, channels)
+  qkv = (tokens @ qkv_kernel + qkv_bias).reshape(-1, 3, heads, channels // heads)
+  out = np.zeros((len(tokens), heads, channels // heads))
+  for i in range(len(tokens)):
+    keys = np.flatnonzero(group == group[i])
+    for h in range(heads):
+      logits = qkv[keys, 1, h] @ qkv[i, 0, h] * (channels // heads) ** -0.5
+      logits += table[(rows[i] - rows[keys] + window - 1) * (2 * window - 1)
+                      + cols[i] - cols[keys] + window - 1, h]
+      weights = np.exp(logits - logits.max())
+      out[i, h] = weights @ qkv[keys, 2, h] / weights.sum()
+  out = out.reshape(-1, channels) @ proj_kernel + proj_bias
+  return out.reshape(padded_h, padded_w, channels)[:height, :width]
+
+
+@pytest.mark.parametrize("shift", [0, 1, 2])
+def test_window_attention_matches_direct_definition(shift):
+  from hfgd_tf.backbones.swin import WindowAttention  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(shift)
+  x = rng.normal(size=(1, 7, 8, 4)).astype("float32")
+  layer = WindowAttention(num_heads=2, window_size=3, shift_size=shift)
+  layer.build(x.shape)
+  values = [rng.normal(size=v.shape).astype("float32") for v in
+            (layer.qkv.kernel, layer.qkv.bias, layer.proj.kernel, layer.proj.bias,
+             layer.relative_position_bias_table)]
+  for variable, value in zip((layer.qkv.kernel, layer.qkv.bias, layer.proj.kernel,
+                              layer.proj.bias, layer.relative_position_bias_table), values):
+    variable.assign(value)
+  expected = _numpy_window_attention(x, layer, *values)
+  np.testing.assert_allclose(layer(x).numpy()[0], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_layer_depths():
+  from hfgd_tf.backbones.layer_decay import layer_depths, num_depths  # pylint: disable=import-outside-toplevel
+  convnext = build_backbone("convnext_base")  # depths 3-3-27-3: official levels 0..12
+  depths = layer_depths(convnext)
+  assert set(depths) == {v.path for v in convnext.weights}
+  assert depths["stem_conv/kernel"] == 0 and depths["stage1_block3_dwconv/kernel"] == 1
+  assert depths["downsample2_conv/kernel"] == 2 and depths["stage3_block1_norm/gamma"] == 3
+  assert depths["stage3_block27_pwconv2/bias"] == 11
+  assert depths["stage4_block1_pwconv1/kernel"] == 12
+  assert depths["downsample4_norm/beta"] == 12 and num_depths(convnext) == 13
+  swin = build_backbone("swin_test")
+  depths = layer_depths(swin)
+  assert depths["patch_embed_conv/kernel"] == 0 and depths["stage1_block1_norm1/gamma"] == 1
+  assert depths["merge2_reduction/kernel"] == 3 == depths["stage2_block1_fc1/kernel"]
+  assert depths["stage4_block2_attn/relative_position_bias_table"] == 8 == num_depths(swin) - 1
+  resnet = build_backbone("resnet_test")
+  assert layer_depths(resnet)["stage4_block3_3_conv/kernel"] == 9 == num_depths(resnet) - 1
+  keras_resnet = build_backbone("keras_resnet50")
+  assert layer_depths(keras_resnet)["conv1_conv/kernel"] == 0
+  assert layer_depths(keras_resnet)["conv3_block1_1_conv/kernel"] == 4
+  assert num_depths(keras_resnet) == 17
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, params, macs", [
+    # Published classification figures at 224^2 (params, multiply-adds): Swin-L (Liu et al.
+    # 2021, Table 1) 197M / 34.5G; ConvNeXt-L (Liu et al. 2022, Table 1) 198M / 34.4G;
+    # ConvNeXtV2-L (Woo et al. 2023) 198M / 34.4G.
+    ("swin_large_224", 197e6, 34.5e9),
+    ("convnext_large", 198e6, 34.4e9),
+    ("convnext_v2_large", 198e6, 34.4e9),
+])
+def test_complexity_matches_papers(name, params, macs):
+  from hfgd_tf.backbones.complexity import count_backbone_flops  # pylint: disable=import-outside-toplevel
+  counted = count_backbone_flops(name, 224, classifier_head=True)
+  assert counted.params == pytest.approx(params, rel=0.02)
+  assert counted.macs == pytest.approx(macs, rel=0.02)
