@@ -152,7 +152,8 @@ def load_example(item) -> core.EncodedExample:
   return core.EncodedExample(f"{split}_{index:05d}", core.encode_png(image), "png", label)
 
 
-def ensure_builtin_dataset(output_dir, seed=0, num_train=1000, num_val=200, num_workers=1):
+def ensure_builtin_dataset(output_dir, seed=0, num_train=1000, num_val=200, num_workers=1,
+                           show_progress=False):
   """Generates and converts the built-in dataset into `output_dir` unless it is already there.
 
   Idempotent: a finished copy (its `dataset_info.json` records the generator settings) is returned
@@ -172,5 +173,6 @@ def ensure_builtin_dataset(output_dir, seed=0, num_train=1000, num_val=200, num_
   tfrecord.write_dataset(
       INFO, {"train": list_examples(seed, "train", num_train),
              "val": list_examples(seed, "val", num_val)},
-      output_dir, num_workers=num_workers, extra_info={"generator": generator})
+      output_dir, num_workers=num_workers, show_progress=show_progress,
+      extra_info={"generator": generator})
   return output_dir
