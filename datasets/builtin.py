@@ -27,7 +27,7 @@ INFO = core.DatasetInfo(
     name="builtin",
     num_classes=len(CLASS_NAMES),
     class_names=CLASS_NAMES,
-    palette=((0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200),
+    palette=((96, 96, 96), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200),
              (245, 130, 48), (240, 50, 230)),
     split_sizes={"train": 1000, "val": 200},
     # 4*32+1, like 513 = 16*32+1: align-corners resizes between stride grids stay exact.

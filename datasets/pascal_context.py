@@ -15,6 +15,8 @@ Either way the stored labels are 0..58 and 255.
 import os
 import re
 
+import numpy as np
+
 from datasets import core, matlab
 
 # (name, id in the 459-class labels.txt), in the standard 59-class order (alphabetical).
@@ -123,8 +125,8 @@ def load_example(example: core.RawExample) -> core.EncodedExample:
       raw = matlab.load_variable(example.label_path, "LabelMap")
     except (OSError, ValueError, IndexError, KeyError) as e:  # struct.error is a ValueError
       raise core.ConversionError(f"unreadable label file {example.label_path}: {e}") from e
-    if raw.ndim != 2 or (raw.size and raw.min() < 0) or raw.dtype.kind == "f" and (
-        raw != raw.round()).any():
+    fractional = raw.dtype.kind == "f" and bool((raw != np.round(raw)).any())
+    if raw.ndim != 2 or fractional or (raw.size and raw.min() < 0):
       raise core.ConversionError(f"label file {example.label_path}: LabelMap must be a 2-D map of "
                                  f"class ids, got {raw.dtype} {raw.shape}")
     label = core.map_label(raw.astype(int), _MAT_LUT, example.label_path)
