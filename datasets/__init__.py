@@ -4,12 +4,12 @@
 Importing this package does not import TensorFlow (converter workers stay light).
 """
 
-from datasets import builtin
+from datasets import builtin, cityscapes, coco_stuff, pascal_context
 from datasets.core import DatasetInfo
 from hfgd_tf.registry import Registry
 
 _DATASETS = Registry("dataset")
-for _module in (builtin,):
+for _module in (builtin, cityscapes, coco_stuff, pascal_context):
   _DATASETS.register(_module.INFO.name)(_module)
 
 

@@ -27,7 +27,7 @@ INFO = core.DatasetInfo(
     name="builtin",
     num_classes=len(CLASS_NAMES),
     class_names=CLASS_NAMES,
-    palette=((0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200),
+    palette=((96, 96, 96), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200),
              (245, 130, 48), (240, 50, 230)),
     split_sizes={"train": 1000, "val": 200},
     # 4*32+1, like 513 = 16*32+1: align-corners resizes between stride grids stay exact.
@@ -152,7 +152,8 @@ def load_example(item) -> core.EncodedExample:
   return core.EncodedExample(f"{split}_{index:05d}", core.encode_png(image), "png", label)
 
 
-def ensure_builtin_dataset(output_dir, seed=0, num_train=1000, num_val=200, num_workers=1):
+def ensure_builtin_dataset(output_dir, seed=0, num_train=1000, num_val=200, num_workers=1,
+                           show_progress=False):
   """Generates and converts the built-in dataset into `output_dir` unless it is already there.
 
   Idempotent: a finished copy (its `dataset_info.json` records the generator settings) is returned
@@ -172,5 +173,6 @@ def ensure_builtin_dataset(output_dir, seed=0, num_train=1000, num_val=200, num_
   tfrecord.write_dataset(
       INFO, {"train": list_examples(seed, "train", num_train),
              "val": list_examples(seed, "val", num_val)},
-      output_dir, num_workers=num_workers, extra_info={"generator": generator})
+      output_dir, num_workers=num_workers, show_progress=show_progress,
+      extra_info={"generator": generator})
   return output_dir

@@ -162,11 +162,11 @@ def write_split(info: core.DatasetInfo, split, items: Sequence, output_dir,
     logging.info("%s: writing %d of %d shards (%d examples) to %s", split, len(tasks), num_shards,
                  sum(len(task[1]) for task in tasks), output_dir)
   try:
-    if num_workers <= 1:
+    if num_workers <= 1 or len(tasks) <= 1:
       for task in tasks:
         progress.advance(_write_shard(task))
     else:
-      with multiprocessing.get_context("spawn").Pool(num_workers) as pool:
+      with multiprocessing.get_context("spawn").Pool(min(num_workers, len(tasks))) as pool:
         for count in pool.imap_unordered(_write_shard, tasks):
           progress.advance(count)
   finally:
