@@ -1,11 +1,20 @@
-"""Command-line flags for the model, generated from ModelConfig so the two never drift apart."""
+"""Command-line flags, grouped by concern, and their resolution into checked configs.
+
+Model flags are generated from ModelConfig so the two never drift apart; data, training, eval and
+output flags fill TrainConfig/EvalConfig (hfgd_tf/run_config.py). `run_config_from_flags` checks
+every value and every combination before anything is built, naming the flag at fault.
+"""
 
 import dataclasses
+import glob
+import os
 import typing
+from typing import Optional
 
 from absl import flags
 
 from hfgd_tf.config import DECODERS, ENCODERS, ModelConfig
+from hfgd_tf.run_config import EvalConfig, TrainConfig
 
 _ENUMS = {"encoder": ENCODERS, "decoder": DECODERS}
 _HELP = {
@@ -30,24 +39,322 @@ def _field_type(field):
   return args[0] if args else hint
 
 
-def define_model_flags():
+def define_model_flags(flag_values=flags.FLAGS):
   """Defines one flag per ModelConfig field (same name, default and type)."""
   for field in dataclasses.fields(ModelConfig):
     kind = _field_type(field)
     help_text = _HELP.get(field.name, f"Model config: {field.name.replace('_', ' ')}.")
     if field.name in _ENUMS:
-      flags.DEFINE_enum(field.name, field.default, _ENUMS[field.name], help_text)
+      flags.DEFINE_enum(field.name, field.default, _ENUMS[field.name], help_text,
+                          flag_values=flag_values)
     elif kind is bool:
-      flags.DEFINE_bool(field.name, field.default, help_text)
+      flags.DEFINE_bool(field.name, field.default, help_text,
+                          flag_values=flag_values)
     elif kind is int:
-      flags.DEFINE_integer(field.name, field.default, help_text)
+      flags.DEFINE_integer(field.name, field.default, help_text,
+                          flag_values=flag_values)
     elif kind is float:
-      flags.DEFINE_float(field.name, field.default, help_text)
+      flags.DEFINE_float(field.name, field.default, help_text,
+                          flag_values=flag_values)
     else:
-      flags.DEFINE_string(field.name, field.default, help_text)
+      flags.DEFINE_string(field.name, field.default, help_text,
+                          flag_values=flag_values)
 
 
 def model_config_from_flags(flag_values=flags.FLAGS):
   """The ModelConfig the flags describe, validated (errors name the flag)."""
   values = {field.name: flag_values[field.name].value for field in dataclasses.fields(ModelConfig)}
   return ModelConfig(**values).validate()
+
+
+# ---------------------------------------------------------------------------------------------
+# Data, training, evaluation and output flags. Each group is one function so a tool that needs only
+# some of them (e.g. a converter) defines only those.
+
+MODES = ("train", "eval", "predict", "export", "benchmark", "flops")
+OPTIMIZERS = ("sgd", "adamw")
+MIXED_PRECISION = ("none", "float16", "bfloat16")
+DISTRIBUTIONS = ("one_device", "mirrored", "multi_worker", "tpu")
+BUILTIN_DATA_DIR = os.path.join("runs", "builtin-data")
+
+
+
+class _Definer:
+  """flags.DEFINE_* bound to one FlagValues (tests parse flagfiles with a fresh one)."""
+
+  def __init__(self, flag_values):
+    self.flag_values = flag_values
+
+  def __getattr__(self, kind):
+    define = getattr(flags, f"DEFINE_{kind}")
+    return lambda *args, **kwargs: define(*args, flag_values=self.flag_values, **kwargs)
+
+
+def define_data_flags(flag_values=flags.FLAGS):
+  """Which dataset, where its TFRecords are, and the training augmentation switches."""
+  from datasets import dataset_names  # pylint: disable=import-outside-toplevel
+  define = _Definer(flag_values)
+  define.enum("dataset", "builtin", dataset_names(),
+              "Dataset (datasets/ registry): gives num_classes, class names, palette and the "
+              "default crop and eval sizes.")
+  define.string("data_dir", None,
+                "Folder with <split>-*.tfrecord shards (datasets/convert.py output). For "
+                f"dataset=builtin it is generated when missing (default {BUILTIN_DATA_DIR}).")
+  define.string("train_split", "train", "Split to train on.")
+  define.string("eval_split", "val", "Split to evaluate on.")
+  define.integer("crop_height", None, "Training crop height; default: the dataset's.")
+  define.integer("crop_width", None, "Training crop width; default: the dataset's.")
+  define.integer("eval_height", None, "Eval pad height (>= every image); default: the dataset's.")
+  define.integer("eval_width", None, "Eval pad width (>= every image); default: the dataset's.")
+  define.float("min_scale", 0.5, "Smallest random scale (min = max = 1: no scaling).")
+  define.float("max_scale", 2.0, "Largest random scale.")
+  define.float("scale_step", 0.25, "Step between the random scales.")
+  define.bool("random_brightness", True, "Random brightness (p=0.5, delta in [-32, 32)).")
+  define.bool("photometric_distortion", False,
+              "Random contrast and saturation (p=0.5 each), the SOTA recipe's distortion.")
+  define.bool("random_flip", True, "Random horizontal flip (p=0.5).")
+  define.integer("shuffle_buffer", 1000, "Shuffle buffer, in examples (the original: 4998).")
+  define.bool("validate_labels", False,
+              "Fail on the first label value that is neither a class nor ignore.")
+  define.integer("builtin_num_train", 1000, "dataset=builtin: training examples to generate.")
+  define.integer("builtin_num_val", 200, "dataset=builtin: validation examples to generate.")
+
+
+def define_training_flags(flag_values=flags.FLAGS):
+  """Optimiser, schedule, precision, distribution, checkpoints and logging."""
+  define = _Definer(flag_values)
+  define.integer("batch_size", 16, "GLOBAL batch size, split evenly over the replicas.")
+  define.integer("train_steps", 30000, "Training steps (the poly schedule's length).")
+  define.enum("optimizer", "sgd", OPTIMIZERS,
+              "sgd: momentum + L2 (ablations); adamw: decoupled decay (SOTA recipe).")
+  define.float("learning_rate", 0.01, "Initial learning rate (SGD 0.01, AdamW 4e-5).")
+  define.float("end_learning_rate", 0.0, "Learning rate at the end of the poly decay.")
+  define.float("poly_power", 0.9, "Power of the polynomial decay.")
+  define.integer("warmup_steps", 0, "Linear warm-up from 0 before the poly decay.")
+  define.float("momentum", 0.9, "SGD momentum.")
+  define.float("weight_decay", 1e-4,
+               "SGD: L2 coefficient, loss += wd * sum(w^2) over every conv/dense kernel.")
+  define.bool("weight_decay_head_only", False,
+              "SGD: L2 on the head only (not the backbone), as Keras 2 effectively did in the "
+              "original, whose backbone was built before the regulariser was set.")
+  define.float("adamw_weight_decay", 0.05,
+               "AdamW decoupled weight decay (bias, norm, position and patch-embedding variables "
+               "excluded).")
+  define.float("layerwise_lr_decay", None,
+               "Layer-wise LR decay of the backbone (e.g. 0.9); unset: off.")
+  define.enum("mixed_precision", "none", MIXED_PRECISION,
+              "Compute dtype: float16 (GPUs, dynamic loss scaling), bfloat16 (TPUs, recent GPUs "
+              "and CPUs with AVX512-BF16) or none (float32).")
+  define.enum("distribution", "one_device", DISTRIBUTIONS,
+              "one_device; mirrored (all local GPUs, else the logical CPUs); multi_worker "
+              "(TF_CONFIG); tpu (--tpu).")
+  define.string("tpu", None, "TPU name or address for distribution=tpu ('' = local TPU).")
+  define.string("checkpoint_dir", None,
+                "Checkpoints (resumed automatically); default <model_dir>/checkpoints.")
+  define.integer("checkpoint_every", 1000, "Steps between checkpoints.")
+  define.integer("max_checkpoints_to_keep", 3, "Checkpoints kept.")
+  define.bool("checkpoint_input_pipeline", True,
+              "One replica: save the tf.data iterator in checkpoints so a resume continues the "
+              "exact data stream (costs the shuffle buffer's size on disk); otherwise a resume "
+              "re-seeds the pipeline by step.")
+  define.integer("log_every", 50, "Steps between console/TensorBoard loss logs.")
+  define.integer("image_summary_every", 1000,
+                 "Steps between TensorBoard images (input, ground truth, prediction).")
+  define.string("tensorboard_dir", None, "TensorBoard logs; default <checkpoint_dir>/tb.")
+  define.integer("seed", 0, "Seed of Python, numpy, TF, Keras and the input pipeline.")
+  define.bool("deterministic", False,
+              "Deterministic ops (tf.config.experimental.enable_op_determinism): two runs give "
+              "identical weights, at some speed cost.")
+  define.string("backbone_weights", None,
+                "Pretrained backbone weights (.h5, .weights.h5, .safetensors, .pth).")
+  define.bool("allow_partial_weights", False,
+              "Skip (and list) backbone variables missing from --backbone_weights.")
+  define.integer("eval_every", 0, "Steps between single-scale evaluations; 0: none.")
+  define.bool("eval_after_train", True, "mode=train: evaluate once training ends.")
+  define.bool("predict_after_train", False,
+              "mode=train: write colourised predictions of the eval split at the end.")
+  define.bool("export_after_train", False, "mode=train: export a SavedModel at the end.")
+
+
+def define_eval_flags(flag_values=flags.FLAGS):
+  """Inference protocol: scales, flip, sliding window, batch."""
+  define = _Definer(flag_values)
+  define.list("scales", ["1.0"], "Inference scales, e.g. 0.5,0.75,1.0,1.25,1.5,1.75 (logits "
+              "averaged).")
+  define.bool("flip", False, "Also infer on the flipped image (logits averaged).")
+  define.string("sliding_window", None,
+                "Sliding-window size 'height,width' (stride 2/3 of the window); unset: off.")
+  define.integer("eval_batch_size", 8, "Global evaluation batch size.")
+  define.integer("max_eval_examples", None, "Evaluate only the first N examples.")
+
+
+def define_output_flags(flag_values=flags.FLAGS):
+  """The mode, where a run's files go, and what predict reads."""
+  define = _Definer(flag_values)
+  define.enum("mode", "train", MODES, "What to run.")
+  define.string("model_dir", None,
+                "Run folder: parent of checkpoints, exports and predictions; default "
+                "<checkpoint_dir>, else runs/<dataset>.")
+  define.string("export_dir", None, "SavedModel folder; default <model_dir>/export.")
+  define.string("predict_input", None, "Images to predict: a folder or a glob.")
+  define.string("predict_output_dir", None,
+                "Colourised predictions; default <model_dir>/predictions.")
+  define.integer("benchmark_steps", 10, "Timed steps per benchmark measurement.")
+  define.integer("flops_height", 513, "Input height of the FLOPs count.")
+  define.integer("flops_width", 513, "Input width of the FLOPs count.")
+
+
+def define_all_flags(flag_values=flags.FLAGS):
+  """Every flag main.py understands, by group."""
+  for define in (define_model_flags, define_data_flags, define_training_flags, define_eval_flags,
+                 define_output_flags):
+    define(flag_values)
+
+
+@dataclasses.dataclass
+class RunSettings:
+  """Everything a run needs, resolved from the flags and checked against each other."""
+  model: ModelConfig
+  train: TrainConfig
+  eval: EvalConfig
+  dataset_info: object  # datasets.core.DatasetInfo
+  export_dir: Optional[str]
+  predict_input: Optional[str]
+  predict_output_dir: Optional[str]
+
+
+def _fail(flag, message):
+  raise ValueError(f"--{flag}: {message}")
+
+
+def _positive(flag_values, *names):
+  for name in names:
+    value = flag_values[name].value
+    if value is not None and value <= 0:
+      _fail(name, f"must be > 0, got {value}")
+
+
+def _parse_scales(values):
+  try:
+    scales = tuple(float(value) for value in values)
+  except ValueError:
+    _fail("scales", f"expected comma-separated numbers, got {','.join(values)!r}")
+  if not scales or any(scale <= 0 for scale in scales):
+    _fail("scales", f"expected positive numbers, got {','.join(values)!r}")
+  return scales
+
+
+def _parse_window(value):
+  if value is None:
+    return None
+  try:
+    height, width = (int(part) for part in value.split(","))
+  except ValueError:
+    _fail("sliding_window", f"expected 'height,width', got {value!r}")
+  if height <= 0 or width <= 0:
+    _fail("sliding_window", f"sizes must be > 0, got {value!r}")
+  return height, width
+
+
+def _check_data_dir(train, dataset_info, needs_data, splits):
+  if train.data_dir is None:
+    if train.dataset != "builtin" and needs_data:
+      _fail("data_dir", f"required for dataset={train.dataset} (the folder of its converted "
+            "<split>-*.tfrecord shards; see datasets/convert.py)")
+    if train.dataset == "builtin":
+      train.data_dir = BUILTIN_DATA_DIR
+    return
+  if train.dataset == "builtin" or not needs_data:
+    return  # The built-in dataset is generated on demand.
+  if not os.path.isdir(train.data_dir):
+    _fail("data_dir", f"{train.data_dir} is not a folder")
+  for split in splits:
+    if not glob.glob(os.path.join(train.data_dir, f"{split}-*.tfrecord")):
+      _fail("data_dir", f"no {split}-*.tfrecord shards in {train.data_dir} (split of "
+            f"dataset {dataset_info.name}; check --train_split/--eval_split)")
+
+
+def run_config_from_flags(flag_values=flags.FLAGS, mode="train"):
+  """RunSettings from the flags; ValueError naming the flag for any bad or inconsistent value.
+
+  Needs no TensorFlow and builds nothing, so a wrong flagfile fails in a second.
+  """
+  from datasets import get_dataset_info  # pylint: disable=import-outside-toplevel
+  dataset_info = get_dataset_info(flag_values.dataset)
+  values = {name: flag_values[name].value for name in TrainConfig.__dataclass_fields__
+            if name in flag_values}
+  train = TrainConfig(**values)
+  train.crop_height = flag_values.crop_height or dataset_info.crop_size[0]
+  train.crop_width = flag_values.crop_width or dataset_info.crop_size[1]
+
+  if flag_values["num_classes"].present and flag_values.num_classes != dataset_info.num_classes:
+    _fail("num_classes", f"{flag_values.num_classes} conflicts with dataset={dataset_info.name}, "
+          f"which has {dataset_info.num_classes} classes; drop --num_classes or fix --dataset")
+  if flag_values.ignore_label != dataset_info.ignore_label:
+    _fail("ignore_label", f"{flag_values.ignore_label} differs from dataset {dataset_info.name}'s "
+          f"{dataset_info.ignore_label}")
+  try:
+    model = dataclasses.replace(model_config_from_flags(flag_values),
+                                num_classes=dataset_info.num_classes).validate()
+  except ValueError as error:
+    raise ValueError(f"model flags: {error}") from error
+
+  _positive(flag_values, "batch_size", "train_steps", "learning_rate", "checkpoint_every",
+            "max_checkpoints_to_keep", "log_every", "image_summary_every", "eval_batch_size",
+            "crop_height", "crop_width", "eval_height", "eval_width", "benchmark_steps",
+            "shuffle_buffer", "max_eval_examples", "poly_power", "builtin_num_train",
+            "builtin_num_val", "flops_height", "flops_width")
+  for name in ("weight_decay", "adamw_weight_decay", "end_learning_rate", "warmup_steps",
+               "eval_every", "momentum"):
+    if flag_values[name].value < 0:
+      _fail(name, f"must be >= 0, got {flag_values[name].value}")
+  if train.warmup_steps >= train.train_steps:
+    _fail("warmup_steps", f"{train.warmup_steps} must be < train_steps={train.train_steps}")
+  if train.end_learning_rate > train.learning_rate:
+    _fail("end_learning_rate", f"{train.end_learning_rate} exceeds learning_rate "
+          f"{train.learning_rate}")
+  if train.layerwise_lr_decay is not None and not 0 < train.layerwise_lr_decay <= 1:
+    _fail("layerwise_lr_decay", f"must be in (0, 1], got {train.layerwise_lr_decay}")
+  if not 0 < train.min_scale <= train.max_scale:
+    _fail("min_scale", f"need 0 < min_scale <= max_scale, got {train.min_scale} and "
+          f"{train.max_scale}")
+  if train.distribution == "tpu" and train.tpu is None:
+    _fail("tpu", "distribution=tpu needs --tpu (a TPU name or address, '' for a local TPU)")
+  if train.tpu is not None and train.distribution != "tpu":
+    _fail("distribution", f"--tpu is set but distribution={train.distribution}; use "
+          "--distribution=tpu")
+  if train.distribution == "multi_worker" and "TF_CONFIG" not in os.environ:
+    _fail("distribution", "multi_worker needs the TF_CONFIG environment variable (cluster and "
+          "task of this worker)")
+  if train.backbone_weights is not None and not os.path.isfile(train.backbone_weights):
+    _fail("backbone_weights", f"{train.backbone_weights} does not exist")
+
+  evaluation = EvalConfig(
+      scales=_parse_scales(flag_values.scales), flip=flag_values.flip,
+      sliding_window=_parse_window(flag_values.sliding_window),
+      batch_size=flag_values.eval_batch_size,
+      eval_height=flag_values.eval_height or dataset_info.eval_size[0],
+      eval_width=flag_values.eval_width or dataset_info.eval_size[1],
+      max_examples=flag_values.max_eval_examples)
+  if (train.crop_height > evaluation.eval_height or train.crop_width > evaluation.eval_width):
+    _fail("crop_height", f"crop {train.crop_height}x{train.crop_width} is larger than the eval "
+          f"size {evaluation.eval_height}x{evaluation.eval_width}; lower the crop or raise "
+          "--eval_height/--eval_width")
+
+  if train.model_dir is None:
+    train.model_dir = train.checkpoint_dir or os.path.join("runs", train.dataset)
+  train.checkpoint_dir = train.checkpoint_dir or os.path.join(train.model_dir, "checkpoints")
+  train.tensorboard_dir = train.tensorboard_dir or os.path.join(train.checkpoint_dir, "tb")
+  needs_data = mode in ("train", "eval", "benchmark")
+  splits = {"train": [train.train_split, train.eval_split] if train.eval_every or
+                     train.eval_after_train else [train.train_split],
+            "eval": [train.eval_split]}.get(mode, [])
+  _check_data_dir(train, dataset_info, needs_data, splits)
+  if mode == "predict" and flag_values.predict_input is None:
+    _fail("predict_input", "required for mode=predict (a folder or a glob of images)")
+  return RunSettings(
+      model=model, train=train, eval=evaluation, dataset_info=dataset_info,
+      export_dir=flag_values.export_dir or os.path.join(train.model_dir, "export"),
+      predict_input=flag_values.predict_input,
+      predict_output_dir=(flag_values.predict_output_dir
+                          or os.path.join(train.model_dir, "predictions")))

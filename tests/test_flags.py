@@ -1,0 +1,106 @@
+"""Flags: every flagfile under experiments/ parses into valid configs; bad values fail early with
+one message naming the flag (or path) at fault."""
+
+import glob
+import os
+import subprocess
+import sys
+
+import pytest
+from absl import flags
+
+from hfgd_tf.flagfiles import expand_flagfiles
+from hfgd_tf.flags import define_all_flags, run_config_from_flags
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FLAGFILES = sorted(glob.glob(os.path.join(ROOT, "experiments", "**", "*.cfg"), recursive=True))
+
+
+def _settings(*arguments, mode=None):
+  flag_values = flags.FlagValues()
+  define_all_flags(flag_values)
+  flag_values(expand_flagfiles(["main.py", *arguments]))
+  return run_config_from_flags(flag_values, mode or flag_values.mode)
+
+
+def test_there_are_flagfiles():
+  names = {os.path.relpath(path, ROOT) for path in FLAGFILES}
+  assert {"experiments/builtin/demo.cfg", "experiments/common/train_sgd_ablation.cfg",
+          "experiments/common/train_adamw_sota.cfg", "experiments/common/eval_ss.cfg",
+          "experiments/common/eval_mf.cfg"} <= names
+
+
+@pytest.mark.parametrize("path", FLAGFILES, ids=lambda path: os.path.relpath(path, ROOT))
+def test_every_flagfile_parses_into_valid_configs(path):
+  # flops needs no data, so the dataset folders the flagfiles name need not exist here.
+  settings = _settings(f"--flagfile={path}", mode="flops")
+  assert settings.model.num_classes == settings.dataset_info.num_classes
+  assert settings.train.crop_height <= settings.eval.eval_height
+
+
+def test_sgd_ablation_base_is_the_papers_recipe():
+  settings = _settings(f"--flagfile={ROOT}/experiments/common/train_sgd_ablation.cfg")
+  train = settings.train
+  assert (train.optimizer, train.learning_rate, train.momentum, train.weight_decay,
+          train.batch_size, train.poly_power) == ("sgd", 0.01, 0.9, 1e-4, 16, 0.9)
+  assert train.random_brightness and not train.photometric_distortion
+  assert settings.model.bn_momentum == 0.9997
+
+
+def test_adamw_base_and_multi_scale_eval():
+  settings = _settings(f"--flagfile={ROOT}/experiments/common/train_adamw_sota.cfg",
+                       f"--flagfile={ROOT}/experiments/common/eval_mf.cfg")
+  assert (settings.train.optimizer, settings.train.learning_rate,
+          settings.train.adamw_weight_decay) == ("adamw", 4e-5, 0.05)
+  assert settings.train.photometric_distortion
+  assert settings.eval.scales == (0.5, 0.75, 1.0, 1.25, 1.5, 1.75) and settings.eval.flip
+
+
+def test_dataset_gives_classes_and_sizes():
+  settings = _settings("--dataset=cityscapes", "--mode=flops")
+  assert settings.model.num_classes == 19
+  assert (settings.train.crop_height, settings.train.crop_width) == (513, 1025)
+  assert (settings.eval.eval_height, settings.eval.eval_width) == (1025, 2049)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--dataset=builtin", "--num_classes=59"], "--num_classes: 59 conflicts with dataset=builtin"),
+    (["--crop_height=200"], "--crop_height: crop 200x129 is larger than the eval size"),
+    (["--dataset=pascal_context", "--data_dir=/nonexistent"], "--data_dir: /nonexistent is not"),
+    (["--dataset=pascal_context"], "--data_dir: required for dataset=pascal_context"),
+    (["--warmup_steps=10", "--train_steps=10"], "--warmup_steps: 10 must be < train_steps=10"),
+    (["--batch_size=0"], "--batch_size: must be > 0"),
+    (["--scales=1,x"], "--scales: expected comma-separated numbers"),
+    (["--sliding_window=513"], "--sliding_window: expected 'height,width'"),
+    (["--distribution=tpu"], "--tpu: distribution=tpu needs --tpu"),
+    (["--backbone_weights=/nonexistent.h5"], "--backbone_weights: /nonexistent.h5 does not exist"),
+    (["--hfgm=true", "--decoder=none"], "hfgm=True needs an upsampling decoder"),
+])
+def test_inconsistent_values_name_the_flag(arguments, message):
+  with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("*", r"\*")):
+    _settings(*arguments)
+
+
+def _main(*arguments):
+  env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
+  return subprocess.run([sys.executable, os.path.join(ROOT, "main.py"), *arguments],
+                        capture_output=True, text=True, env=env, timeout=120, check=False)
+
+
+def test_main_rejects_unknown_enum_value_listing_the_allowed_ones():
+  result = _main("--optimizer=adam")
+  assert result.returncode != 0
+  assert "--optimizer=adam" in result.stderr and "sgd|adamw" in result.stderr
+  assert "Traceback" not in result.stderr
+
+
+def test_main_reports_a_missing_data_dir_in_one_line():
+  result = _main("--dataset=coco_stuff", "--data_dir=/nonexistent")
+  assert result.returncode != 0
+  assert result.stderr.strip().splitlines()[-1] == (
+      "error: --data_dir: /nonexistent is not a folder")
+
+
+def test_main_reports_a_missing_flagfile():
+  result = _main("--flagfile=/nonexistent.cfg")
+  assert result.returncode != 0 and "/nonexistent.cfg does not exist" in result.stderr

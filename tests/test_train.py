@@ -1,0 +1,160 @@
+"""The trainer on a tiny copy of the built-in dataset with a tiny HFGD, on one CPU device: the loss
+goes down, evaluation gives a finite mIoU, a resumed run ends with the same weights as an
+uninterrupted one, and a NaN loss stops training keeping the last good checkpoint."""
+
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from datasets.builtin import ensure_builtin_dataset
+from hfgd_tf import train as train_lib
+from hfgd_tf.backbones.layer_decay import num_depths
+from hfgd_tf.config import ModelConfig
+from hfgd_tf.run_config import TrainConfig
+
+TINY_MODEL = ModelConfig(num_classes=7, backbone="resnet_test", encoder_filters=16,
+                         cae_car_filters=16, decoder_filters=16, bn_momentum=0.9)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  return ensure_builtin_dataset(str(tmp_path_factory.mktemp("builtin")), num_train=16, num_val=4)
+
+
+def _train_config(data_dir, checkpoint_dir, **overrides):
+  values = dict(data_dir=data_dir, checkpoint_dir=str(checkpoint_dir),
+                tensorboard_dir=str(checkpoint_dir / "tb"), crop_height=33, crop_width=33,
+                batch_size=2, train_steps=6, optimizer="adamw", learning_rate=3e-3,
+                checkpoint_every=3, log_every=3, image_summary_every=3, shuffle_buffer=16,
+                seed=1)
+  values.update(overrides)
+  return TrainConfig(**values)
+
+
+def _trainer(config, validation=None):
+  train_lib.set_seeds(config.seed, config.deterministic)
+  return train_lib.Trainer(TINY_MODEL, config, tf.distribute.OneDeviceStrategy("/cpu:0"),
+                           palette=[(i * 30, 0, 0) for i in range(7)], validation=validation)
+
+
+def _weights(model):
+  return [variable.numpy() for variable in model.weights]
+
+
+def test_loss_decreases_and_eval_gives_finite_miou(data_dir, tmp_path):
+  validation = train_lib.PeriodicEval(os.path.join(data_dir, "val-*.tfrecord"), 7, 129, 129,
+                                      batch_size=2)
+  config = _train_config(data_dir, tmp_path, train_steps=16, log_every=1, eval_every=8,
+                         min_scale=1.0, max_scale=1.0)
+  trainer = _trainer(config, validation)
+  losses = []
+  original_log = trainer._log
+  trainer._log = lambda step, loss, terms, rate: (losses.append(loss),
+                                                  original_log(step, loss, terms, rate))
+  results = trainer.train()
+  assert results["step"] == 16 and len(losses) == 16
+  assert np.mean(losses[-4:]) < 0.8 * np.mean(losses[:2]), losses
+  assert 0.0 <= results["miou"] <= 1.0 and np.isfinite(results["miou"])
+  # Checkpoints at 3, 6, ..., 15 and the last step; TensorBoard events with scalars and images.
+  assert tf.train.latest_checkpoint(config.checkpoint_dir).endswith("ckpt-16")
+  assert tf.io.gfile.glob(os.path.join(config.tensorboard_dir, "events.out.tfevents.*"))
+
+
+def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(data_dir, tmp_path):
+  tf.config.experimental.enable_op_determinism()
+  uninterrupted = _trainer(_train_config(data_dir, tmp_path / "a", deterministic=True))
+  uninterrupted.train()
+
+  # A run killed at step 5, after its checkpoint at step 3 ...
+  killed = _trainer(_train_config(data_dir, tmp_path / "b", deterministic=True))
+  step_fn = killed._train_step
+
+  def dies_at_step_five(iterator):
+    if int(killed.step) == 4:
+      raise KeyboardInterrupt("killed")
+    return step_fn(iterator)
+  killed._train_step = dies_at_step_five
+  with pytest.raises(KeyboardInterrupt):
+    killed.train()
+  # ... is resumed by a fresh trainer at step 3 and trained to the end.
+  resumed = _trainer(_train_config(data_dir, tmp_path / "b", deterministic=True))
+  assert int(resumed.step) == 3
+  assert int(resumed.optimizer.iterations) == 3
+  resumed.train()
+  assert int(resumed.step) == 6
+  for expected, actual in zip(_weights(uninterrupted.model), _weights(resumed.model)):
+    np.testing.assert_allclose(actual, expected, rtol=1e-6, atol=1e-6)
+  # The weights did change in training, so the comparison has teeth.
+  fresh = _trainer(_train_config(data_dir, tmp_path / "c"))
+  assert any(not np.allclose(a, b) for a, b in zip(_weights(fresh.model),
+                                                   _weights(resumed.model)))
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_path, monkeypatch):
+  config = _train_config(data_dir, tmp_path, train_steps=8, checkpoint_every=2)
+  trainer = _trainer(config)
+  losses = train_lib.segmentation_losses
+
+  def nan_from_step_five(outputs, labels, model_config):
+    total, terms = losses(outputs, labels, model_config)
+    poison = tf.where(trainer.step >= 4, np.nan, 0.0)  # step holds the steps already done
+    terms = dict(terms, ce=terms["ce"] + poison)
+    return total + poison, terms
+  monkeypatch.setattr(train_lib, "segmentation_losses", nan_from_step_five)
+  with pytest.raises(train_lib.TrainingDivergedError, match=r"loss is nan at step 5 \(terms: ce="):
+    trainer.train()
+  assert tf.train.latest_checkpoint(config.checkpoint_dir).endswith("ckpt-4")
+  restored = train_lib.restore_model(TINY_MODEL, config.checkpoint_dir)
+  assert all(np.isfinite(weights).all() for weights in _weights(restored))
+
+
+def test_sgd_adds_l2_on_kernels_and_adamw_excludes_norms_and_biases(data_dir, tmp_path):
+  sgd = _trainer(_train_config(data_dir, tmp_path / "sgd", optimizer="sgd", weight_decay=1e-4))
+  names = {variable.name for variable in sgd._l2}
+  assert names == {"kernel"} or names <= {"kernel", "depthwise_kernel"}
+  assert len(sgd._l2) == sum(v.name.endswith("kernel") for v in sgd.model.trainable_variables)
+  head_only = train_lib.l2_variables(sgd.model, head_only=True)
+  backbone = {id(v) for v in sgd.model.backbone.weights}
+  assert head_only and not any(id(v) in backbone for v in head_only)
+
+  excluded = train_lib.no_weight_decay_variables(sgd.model)
+  assert {v.name for v in excluded} == {"gamma", "beta", "moving_mean", "moving_variance",
+                                        "bias"}
+  adamw = train_lib.build_optimizer(dataclasses.replace(sgd.train_config, optimizer="adamw"),
+                                    sgd.model)
+  kernel = next(v for v in sgd.model.trainable_variables if v.name == "kernel")
+  gamma = next(v for v in sgd.model.trainable_variables if v.name == "gamma")
+  assert adamw._use_weight_decay(kernel) and not adamw._use_weight_decay(gamma)
+
+
+def test_schedule_is_poly_with_optional_warmup():
+  config = TrainConfig(learning_rate=0.01, train_steps=100, poly_power=0.9)
+  schedule = train_lib.learning_rate_schedule(config)
+  assert float(schedule(0)) == pytest.approx(0.01)
+  assert float(schedule(50)) == pytest.approx(0.01 * 0.5 ** 0.9, rel=1e-5)
+  assert float(schedule(100)) == pytest.approx(0.0)
+  warm = train_lib.learning_rate_schedule(dataclasses.replace(config, warmup_steps=10))
+  assert float(warm(5)) == pytest.approx(0.005)
+  assert float(warm(10)) == pytest.approx(0.01)
+  assert float(warm(55)) == pytest.approx(0.01 * 0.5 ** 0.9, rel=1e-5)
+
+
+def test_layerwise_lr_decay_scales_backbone_updates(data_dir, tmp_path):
+  config = _train_config(data_dir, tmp_path, optimizer="sgd", layerwise_lr_decay=0.5,
+                         momentum=0.0, weight_decay=0.0)
+  trainer = _trainer(config)
+  multipliers = dict(zip([v.path for v in trainer.model.trainable_variables],
+                         trainer.optimizer._lr_multipliers))
+  depths = num_depths(trainer.model.backbone)  # resnet_test: stem + 9 blocks + the head
+  assert multipliers["stem_1_conv/kernel"] == pytest.approx(0.5 ** depths)
+  assert multipliers["stage4_block3_3_conv/kernel"] == pytest.approx(0.5)
+  assert multipliers["hfgd/class_kernels/kernel"] == 1.0
+  variable = trainer.model.trainable_variables[0]
+  before = variable.numpy()
+  gradient = tf.ones_like(before)
+  trainer.optimizer.apply_gradients([(gradient, variable)])
+  np.testing.assert_allclose(before - variable.numpy(),
+                             config.learning_rate * multipliers[variable.path], rtol=1e-5)
