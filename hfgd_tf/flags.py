@@ -345,7 +345,7 @@ def run_config_from_flags(flag_values=flags.FLAGS, mode="train"):
     train.model_dir = train.checkpoint_dir or os.path.join("runs", train.dataset)
   train.checkpoint_dir = train.checkpoint_dir or os.path.join(train.model_dir, "checkpoints")
   train.tensorboard_dir = train.tensorboard_dir or os.path.join(train.checkpoint_dir, "tb")
-  needs_data = mode in ("train", "eval", "benchmark")
+  needs_data = mode in ("train", "eval")
   splits = {"train": [train.train_split, train.eval_split] if train.eval_every or
                      train.eval_after_train else [train.train_split],
             "eval": [train.eval_split]}.get(mode, [])

@@ -213,7 +213,9 @@ class Trainer:
     # position is saved on one device and re-seeded by step on several.
     self._save_iterator = train.checkpoint_input_pipeline and self.num_replicas == 1 and not (
         isinstance(strategy, tf.distribute.TPUStrategy))
-    latest = tf.train.latest_checkpoint(self._checkpoint_dir)
+    # Every worker resumes from the chief's checkpoints (a shared file system), and saves to its own
+    # folder: only the chief's are kept, but saving a distributed checkpoint is collective.
+    latest = tf.train.latest_checkpoint(train.checkpoint_dir)
     # Checkpoints are numbered by step (ckpt-<step>).
     start = int(latest.rsplit("-", 1)[1]) if latest else 0
     resume_data = self._save_iterator and (latest is None or _ITERATOR_KEY in {
@@ -232,7 +234,7 @@ class Trainer:
     if latest:
       # Every variable must come back: a checkpoint of another model or optimizer is an error.
       tf.train.Checkpoint(**state).read(latest).assert_existing_objects_matched()
-      logging.info("Resumed from %s at step %d%s.", latest, int(self.step),
+      logging.info("Resumed from %s at step %d%s.", latest, int(self.step.numpy()),
                    "" if resume_data else f" (input pipeline re-seeded with {data_seed})")
     if self._save_iterator:
       state["iterator"] = self.iterator
@@ -289,7 +291,7 @@ class Trainer:
   def train(self):
     """Trains up to `train_steps` (from wherever the checkpoint left off); returns final metrics."""
     train = self.train_config
-    start = int(self.step)
+    start = int(self.step.numpy())
     if start >= train.train_steps:
       logging.info("Already trained %d of %d steps.", start, train.train_steps)
       return {"step": start}
@@ -323,7 +325,7 @@ class Trainer:
         if train.eval_every and step % train.eval_every == 0 and self.validation is not None:
           results = self._evaluate(step)
       writer.flush()
-    results.update(step=int(self.step), first_loss=first_loss, last_loss=loss)
+    results.update(step=int(self.step.numpy()), first_loss=first_loss, last_loss=loss)
     return results
 
   def _log(self, step, loss, terms, steps_per_second):

@@ -1,0 +1,84 @@
+"""The trainer under MirroredStrategy (two logical CPU devices) and a two-process
+MultiWorkerMirroredStrategy on 127.0.0.1; each run in subprocesses (tests/train_checks.py)."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from datasets.builtin import ensure_builtin_dataset
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHECKS = os.path.join(ROOT, "tests", "train_checks.py")
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  # 64 examples give two shards: one per worker when files are sharded over two workers.
+  return ensure_builtin_dataset(str(tmp_path_factory.mktemp("builtin")), num_train=64, num_val=4)
+
+
+def _env(**extra):
+  return dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3", **extra)
+
+
+def _free_ports(count):
+  sockets = [socket.socket() for _ in range(count)]
+  for sock in sockets:
+    sock.bind(("127.0.0.1", 0))
+  ports = [sock.getsockname()[1] for sock in sockets]
+  for sock in sockets:
+    sock.close()
+  return ports
+
+
+@pytest.mark.slow
+def test_mirrored_two_replicas_match_one_device(data_dir, tmp_path):
+  result = subprocess.run([sys.executable, CHECKS, "mirrored", data_dir, str(tmp_path)],
+                          capture_output=True, text=True, env=_env(), timeout=300, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  results = json.loads(result.stdout.strip().splitlines()[-1])
+  assert results["replicas"] == 2
+  assert results["sync_batch_norm"] == [True, False]  # sync BN on 2 replicas only
+  # Same weights, same global batch: the first loss agrees to float32 round-off; after an update
+  # the summation order of the all-reduce shows up around 1e-5.
+  np.testing.assert_allclose(results["first_loss"][1], results["first_loss"][0], rtol=2e-6)
+  np.testing.assert_allclose(results["loss"][1], results["loss"][0], rtol=1e-4)
+  assert results["max_update_difference"][-1][0] < 1e-3, results
+  assert results["max_weight_change"] > 1e-3  # training moved the weights
+
+
+@pytest.mark.slow
+def test_multi_worker_two_processes_end_with_identical_weights(data_dir, tmp_path):
+  ports = _free_ports(2)
+  cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+  workers = [subprocess.Popen(
+      [sys.executable, CHECKS, "multi_worker", data_dir, str(tmp_path)],
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+      env=_env(TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker",
+                                                                   "index": index}})))
+      for index in range(2)]
+  outputs = []
+  try:
+    for worker in workers:
+      stdout, stderr = worker.communicate(timeout=300)
+      assert worker.returncode == 0, stderr[-3000:]
+      outputs.append(json.loads(stdout.strip().splitlines()[-1]))
+  finally:
+    for worker in workers:
+      if worker.poll() is None:
+        worker.kill()
+  assert [output["replicas"] for output in outputs] == [2, 2]
+  assert [output["step"] for output in outputs] == [3, 3]
+  assert outputs[0]["loss"] == pytest.approx(outputs[1]["loss"], rel=1e-6)
+  chief, other = (np.load(tmp_path / f"worker-{index}.npz") for index in range(2))
+  assert len(chief.files) == len(other.files) > 0
+  for name in chief.files:
+    np.testing.assert_array_equal(chief[name], other[name])
+  # The chief (worker 0) wrote the checkpoints; the other worker only a scratch copy.
+  assert (tmp_path / "checkpoints" / "ckpt-3.index").exists()
+  assert (tmp_path / "checkpoints" / ".workers" / "worker-1").exists()
