@@ -269,3 +269,14 @@ def test_complexity_matches_papers(name, params, macs):
   counted = count_backbone_flops(name, 224, classifier_head=True)
   assert counted.params == pytest.approx(params, rel=0.02)
   assert counted.macs == pytest.approx(macs, rel=0.02)
+
+
+@pytest.mark.parametrize("name", ["swin_test", "convnext_v2_test", "resnet_test"])
+def test_config_round_trip(name):
+  model = build_backbone(name)
+  rebuilt = keras.Model.from_config(model.get_config())
+  rebuilt.set_weights(model.get_weights())
+  images = _images(35, 29)
+  expected, got = model(images), rebuilt(images)
+  for stride in expected:
+    np.testing.assert_array_equal(got[stride].numpy(), expected[stride].numpy())
