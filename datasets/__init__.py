@@ -1,15 +1,17 @@
 """Dataset registry: one module per dataset, each exposing `INFO` (a `core.DatasetInfo`) and
-`load_example(item) -> core.EncodedExample`; real datasets also `list_examples(raw_dir, split)`.
+`load_example(item) -> core.EncodedExample` (what the shard writer calls in worker processes); the
+real datasets also `list_examples(raw_dir, split) -> [core.RawExample]`, the built-in one
+`work_items(seed, split, count)`.
 
 Importing this package does not import TensorFlow (converter workers stay light).
 """
 
-from datasets import builtin
+from datasets import builtin, cityscapes, coco_stuff, pascal_context
 from datasets.core import DatasetInfo
 from hfgd_tf.registry import Registry
 
 _DATASETS = Registry("dataset")
-for _module in (builtin,):
+for _module in (builtin, cityscapes, coco_stuff, pascal_context):
   _DATASETS.register(_module.INFO.name)(_module)
 
 

@@ -1,13 +1,20 @@
 """Shard writer safety (resume, interruption) and the raw-layout converters' golden label maps."""
 
 import os
+import struct
+import subprocess
+import sys
+import zlib
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
-from datasets import builtin, core, tfrecord
+from datasets import builtin, coco_stuff, convert, core, matlab, pascal_context, tfrecord
 from hfgd_tf import input_pipeline as ip
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _shards(directory, split="train"):
@@ -37,7 +44,7 @@ def test_default_shard_counts():
 
 
 def test_rerun_keeps_finished_shards_and_replaces_a_stale_incomplete_one(tmp_path):
-  items = builtin.list_examples(0, "train", 12)
+  items = builtin.work_items(0, "train", 12)
   tfrecord.write_split(builtin.INFO, "train", items, str(tmp_path), num_shards=4)
   shards = _shards(tmp_path)
   assert [os.path.basename(p) for p in shards] == [
@@ -58,7 +65,7 @@ def test_rerun_keeps_finished_shards_and_replaces_a_stale_incomplete_one(tmp_pat
 
 
 def test_a_failure_mid_shard_loses_nothing_written_and_leaves_no_half_shard(tmp_path, monkeypatch):
-  items = builtin.list_examples(0, "train", 12)
+  items = builtin.work_items(0, "train", 12)
   load = builtin.load_example
 
   def failing_load(item):
@@ -81,14 +88,14 @@ def test_a_failure_mid_shard_loses_nothing_written_and_leaves_no_half_shard(tmp_
 
 
 def test_another_shard_count_in_the_same_directory_is_refused(tmp_path):
-  items = builtin.list_examples(0, "train", 6)
+  items = builtin.work_items(0, "train", 6)
   tfrecord.write_split(builtin.INFO, "train", items, str(tmp_path), num_shards=2)
   with pytest.raises(ValueError, match="another shard count"):
     tfrecord.write_split(builtin.INFO, "train", items, str(tmp_path), num_shards=3)
 
 
 def test_parallel_workers_write_the_same_bytes_as_one_process(tmp_path):
-  items = builtin.list_examples(3, "val", 8)
+  items = builtin.work_items(3, "val", 8)
   tfrecord.write_split(builtin.INFO, "val", items, str(tmp_path / "one"), num_shards=2)
   tfrecord.write_split(builtin.INFO, "val", items, str(tmp_path / "two"), num_shards=2,
                        num_workers=2)
@@ -110,3 +117,273 @@ def test_records_round_trip_images_and_labels_losslessly(tmp_path):
   assert keys == {"image/encoded", "image/format", "image/height", "image/width", "image/channels",
                   "image/filename", "image/segmentation/class/encoded",
                   "image/segmentation/class/format"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Raw layouts. Fixtures are tiny files written here; expected masks are computed by hand.
+
+
+def _save_image(path, height, width, seed=0, fmt="JPEG"):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+  Image.fromarray(pixels).save(path, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+  with open(path, "rb") as f:
+    return f.read()
+
+
+def _save_label(path, values, mode="L"):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  label = Image.fromarray(np.asarray(values, np.uint8), mode="L")
+  if mode == "P":
+    label = label.convert("P")  # palette PNG: the stored indices are the values
+    label.putpalette([channel for rgb in core.voc_palette(256) for channel in rgb])
+  label.save(path)
+
+
+def _mat_element(element_type, payload):
+  """One MAT v5 data element: 8-byte tag, payload padded to 8 bytes."""
+  padding = b"\0" * (-len(payload) % 8)
+  return struct.pack("<II", element_type, len(payload)) + payload + padding
+
+
+def _mat_matrix(name, array, array_class, storage_type, storage_dtype):
+  """A miMATRIX element holding `array` (column-major, like MATLAB)."""
+  content = (_mat_element(6, struct.pack("<II", array_class, 0))
+             + _mat_element(5, struct.pack("<2i", *array.shape))
+             + _mat_element(1, name.encode())
+             + _mat_element(storage_type, array.astype(storage_dtype).tobytes(order="F")))
+  return _mat_element(14, content)
+
+
+def _write_mat(path, elements, compress):
+  """A MAT v5 file (128-byte header then elements, each optionally zlib-compressed)."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  header = b"MATLAB 5.0 MAT-file, written by the hfgd-tf tests".ljust(116) + b"\0" * 8
+  header += struct.pack("<H", 0x0100) + b"IM"
+  body = b""
+  for element in elements:
+    if compress:
+      packed = zlib.compress(element)
+      body += struct.pack("<II", 15, len(packed)) + packed
+    else:
+      body += element
+  with open(path, "wb") as f:
+    f.write(header + body)
+
+
+def _records(directory, split):
+  """filename -> tf.train.Example features of every converted record of `split`."""
+  examples = {}
+  for path in _shards(directory, split):
+    for record in tf.data.TFRecordDataset(path):
+      feature = tf.train.Example.FromString(record.numpy()).features.feature
+      examples[feature["image/filename"].bytes_list.value[0].decode()] = feature
+  return examples
+
+
+def _label_of(feature):
+  return tf.io.decode_png(feature["image/segmentation/class/encoded"].bytes_list.value[0])[
+      ..., 0].numpy()
+
+
+PC_MAT_LABEL = np.array([[0, 2, 9, 458, 1],
+                         [459, 284, 3, 2, 2],
+                         [397, 440, 65, 100, 324],
+                         [2, 2, 2, 2, 2]])
+PC_MAT_EXPECTED = np.array([[255, 0, 1, 58, 255],
+                            [255, 36, 255, 0, 0],
+                            [49, 55, 14, 255, 40],
+                            [0, 0, 0, 0, 0]])
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_mat_reader_reads_label_maps_and_skips_other_variables(tmp_path, compress):
+  path = str(tmp_path / "x.mat")
+  other = _mat_matrix("Other", np.ones((2, 2)), 6, 9, "<f8")
+  _write_mat(path, [other, _mat_matrix("LabelMap", PC_MAT_LABEL, 11, 4, "<u2")], compress)
+  np.testing.assert_array_equal(matlab.load_variable(path, "LabelMap"), PC_MAT_LABEL)
+  # MATLAB often stores a double array in a narrower integer type; the class decides the dtype.
+  _write_mat(path, [_mat_matrix("LabelMap", PC_MAT_LABEL, 6, 4, "<u2")], compress)
+  loaded = matlab.load_variable(path, "LabelMap")
+  assert loaded.dtype == np.float64
+  np.testing.assert_array_equal(loaded, PC_MAT_LABEL)
+  with pytest.raises(matlab.MatFileError, match="no variable Missing"):
+    matlab.load_variable(path, "Missing")
+
+
+def test_mat_reader_agrees_with_scipy(tmp_path):
+  scipy_io = pytest.importorskip("scipy.io")  # optional cross-check; scipy is not a dependency
+  path = str(tmp_path / "s.mat")
+  scipy_io.savemat(path, {"LabelMap": PC_MAT_LABEL.astype(np.uint16), "x": 3.0},
+                   do_compression=True)
+  np.testing.assert_array_equal(matlab.load_variable(path, "LabelMap"), PC_MAT_LABEL)
+
+
+def _pascal_official(raw):
+  voc = os.path.join(raw, "VOCdevkit", "VOC2010")
+  jpeg = _save_image(os.path.join(voc, "JPEGImages", "2008_000002.jpg"), 4, 5)
+  _save_image(os.path.join(voc, "JPEGImages", "2008_000003.jpg"), 3, 3, seed=1)
+  os.makedirs(os.path.join(voc, "ImageSets", "Main"))
+  with open(os.path.join(voc, "ImageSets", "Main", "train.txt"), "w") as f:
+    f.write("2008_000002\n2008_000003\n")
+  _write_mat(os.path.join(raw, "trainval", "2008_000002.mat"),
+             [_mat_matrix("LabelMap", PC_MAT_LABEL, 11, 4, "<u2")], compress=True)
+  _write_mat(os.path.join(raw, "trainval", "2008_000003.mat"),
+             [_mat_matrix("LabelMap", np.full((3, 3), 360), 6, 4, "<u2")], compress=False)
+  with open(os.path.join(raw, "labels.txt"), "w") as f:
+    f.write("".join(f"{raw_id}: {name}\n" for name, raw_id in pascal_context.CLASSES_459))
+  return jpeg
+
+
+def test_pascal_context_official_mat_layout_golden(tmp_path):
+  raw, out = str(tmp_path / "raw"), str(tmp_path / "out")
+  jpeg = _pascal_official(raw)
+  info = convert.convert("pascal_context", raw, out, splits=["train"])
+  assert info["splits"]["train"]["num_examples"] == 2 and info["num_classes"] == 59
+  records = _records(out, "train")
+  np.testing.assert_array_equal(_label_of(records["2008_000002"]), PC_MAT_EXPECTED)
+  np.testing.assert_array_equal(_label_of(records["2008_000003"]), np.full((3, 3), 46))  # sky
+  # The source JPEG is stored as is (lossless with respect to the source).
+  assert records["2008_000002"]["image/encoded"].bytes_list.value[0] == jpeg
+  assert records["2008_000002"]["image/format"].bytes_list.value[0] == b"jpeg"
+  assert records["2008_000002"]["image/height"].int64_list.value[0] == 4
+
+
+def test_pascal_context_rejects_a_different_labels_txt(tmp_path):
+  raw = str(tmp_path / "raw")
+  _pascal_official(raw)
+  with open(os.path.join(raw, "labels.txt"), "w") as f:
+    f.write("1: accordion\n2: airplane\n")
+  with pytest.raises(core.ConversionError, match="labels.txt.*id 2"):
+    convert.convert("pascal_context", raw, str(tmp_path / "out"), splits=["train"])
+
+
+@pytest.mark.parametrize("mode", ["L", "P"])
+def test_pascal_context_preprocessed_layout_golden(tmp_path, mode):
+  raw, out = str(tmp_path / "raw"), str(tmp_path / "out")
+  _save_image(os.path.join(raw, "images", "a.jpg"), 2, 4)
+  _save_label(os.path.join(raw, "labels", "a.png"), [[0, 1, 59, 30], [2, 0, 58, 15]], mode)
+  with open(os.path.join(raw, "val.txt"), "w") as f:
+    f.write("a")
+  convert.convert("pascal_context", raw, out, splits=["val"])
+  np.testing.assert_array_equal(_label_of(_records(out, "val")["a"]),
+                                [[255, 0, 58, 29], [1, 255, 57, 14]])
+
+
+COCO_RAW = np.array([[0, 10, 11, 12, 24, 25],
+                     [26, 90, 91, 181, 255, 44],
+                     [65, 67, 68, 70, 82, 92]])
+COCO_EXPECTED = np.array([[0, 10, 255, 11, 23, 255],
+                          [24, 255, 80, 170, 255, 255],
+                          [255, 255, 255, 255, 255, 81]])
+
+
+def test_coco_stuff_182_to_171_golden(tmp_path):
+  raw, out = str(tmp_path / "raw"), str(tmp_path / "out")
+  _save_image(os.path.join(raw, "val2017", "000000000139.jpg"), 3, 6)
+  _save_label(os.path.join(raw, "stuffthingmaps_trainval2017", "val2017", "000000000139.png"),
+              COCO_RAW)
+  convert.convert("coco_stuff", raw, out, splits=["val"])
+  np.testing.assert_array_equal(_label_of(_records(out, "val")["000000000139"]), COCO_EXPECTED)
+  assert coco_stuff.CLASS_NAMES[80] == "banner" and coco_stuff.CLASS_NAMES[170] == "wood"
+
+
+CITYSCAPES_RAW = np.array([[0, 1, 2, 3, 4, 5, 6, 7],
+                           [8, 9, 10, 11, 12, 13, 14, 15],
+                           [16, 17, 18, 19, 20, 21, 22, 23],
+                           [24, 25, 26, 27, 28, 29, 30, 31],
+                           [32, 33, 255, 7, 7, 7, 7, 7]])
+CITYSCAPES_EXPECTED = np.array([[255, 255, 255, 255, 255, 255, 255, 0],
+                                [1, 255, 255, 2, 3, 4, 255, 255],
+                                [255, 5, 255, 6, 7, 8, 9, 10],
+                                [11, 12, 13, 14, 15, 255, 255, 16],
+                                [17, 18, 255, 0, 0, 0, 0, 0]])
+
+
+def _cityscapes(raw, city="aachen", stem="aachen_000000_000019", label=CITYSCAPES_RAW,
+                image_size=(5, 8)):
+  image = os.path.join(raw, "leftImg8bit", "val", city, f"{stem}_leftImg8bit.png")
+  _save_image(image, *image_size, fmt="PNG")
+  _save_label(os.path.join(raw, "gtFine", "val", city, f"{stem}_gtFine_labelIds.png"), label)
+
+
+def test_cityscapes_label_ids_to_train_ids_golden(tmp_path):
+  raw, out = str(tmp_path / "raw"), str(tmp_path / "out")
+  _cityscapes(raw)
+  convert.convert("cityscapes", raw, out, splits=["val"])
+  record = _records(out, "val")["aachen_000000_000019"]
+  np.testing.assert_array_equal(_label_of(record), CITYSCAPES_EXPECTED)
+  assert record["image/format"].bytes_list.value[0] == b"png"
+
+
+def test_missing_image_for_a_label_names_both_files(tmp_path):
+  raw = str(tmp_path / "raw")
+  _save_label(os.path.join(raw, "stuffthingmaps_trainval2017", "val2017", "42.png"), [[0]])
+  os.makedirs(os.path.join(raw, "val2017"))
+  with pytest.raises(core.ConversionError, match=r"missing image .*val2017/42\.jpg for label "
+                                                 r".*stuffthingmaps_trainval2017/val2017/42\.png"):
+    convert.convert("coco_stuff", raw, str(tmp_path / "out"), splits=["val"])
+
+
+def test_size_mismatch_names_the_files(tmp_path):
+  raw = str(tmp_path / "raw")
+  _cityscapes(raw, image_size=(5, 9))
+  with pytest.raises(core.ConversionError, match=r"size mismatch: image .*aachen_000000_000019_"
+                                                 r"leftImg8bit\.png is 5x9 .*labelIds\.png is 5x8"):
+    convert.convert("cityscapes", raw, str(tmp_path / "out"), splits=["val"])
+
+
+@pytest.mark.parametrize("dataset,bad_value", [("cityscapes", 34), ("coco_stuff", 182),
+                                               ("pascal_context", 60)])
+def test_unknown_label_value_names_the_file(tmp_path, dataset, bad_value):
+  raw = str(tmp_path / "raw")
+  if dataset == "cityscapes":
+    _cityscapes(raw, label=np.full((5, 8), bad_value))
+    label_name = r"aachen_000000_000019_gtFine_labelIds\.png"
+  elif dataset == "coco_stuff":
+    _save_image(os.path.join(raw, "val2017", "7.jpg"), 2, 2)
+    _save_label(os.path.join(raw, "stuffthingmaps_trainval2017", "val2017", "7.png"),
+                [[0, bad_value], [1, 2]])
+    label_name = r"val2017/7\.png"
+  else:
+    _save_image(os.path.join(raw, "images", "b.jpg"), 2, 2)
+    _save_label(os.path.join(raw, "labels", "b.png"), [[0, bad_value], [1, 2]])
+    with open(os.path.join(raw, "val.txt"), "w") as f:
+      f.write("b\n")
+    label_name = r"labels/b\.png"
+  with pytest.raises(core.ConversionError,
+                     match=rf"{label_name} has values \[{bad_value}\] that are neither"):
+    convert.convert(dataset, raw, str(tmp_path / "out"), splits=["val"])
+
+
+def test_unreadable_files_are_named(tmp_path):
+  raw = str(tmp_path / "raw")
+  _save_image(os.path.join(raw, "images", "c.jpg"), 8, 8)
+  with open(os.path.join(raw, "images", "c.jpg"), "r+b") as f:
+    f.truncate(40)  # a cut-off JPEG
+  _save_label(os.path.join(raw, "labels", "c.png"), np.ones((8, 8)))
+  with open(os.path.join(raw, "val.txt"), "w") as f:
+    f.write("c\n")
+  with pytest.raises(core.ConversionError, match=r"unreadable image file .*images/c\.jpg"):
+    convert.convert("pascal_context", raw, str(tmp_path / "out"), splits=["val"])
+  official = str(tmp_path / "official")
+  _pascal_official(official)
+  with open(os.path.join(official, "trainval", "2008_000003.mat"), "r+b") as f:
+    f.truncate(140)
+  with pytest.raises(core.ConversionError, match=r"unreadable label file .*2008_000003\.mat"):
+    convert.convert("pascal_context", official, str(tmp_path / "out2"), splits=["train"])
+
+
+def test_cli_reports_one_clear_error_and_keeps_finished_shards(tmp_path):
+  raw, out = str(tmp_path / "raw"), str(tmp_path / "out")
+  _cityscapes(raw, stem="aachen_000000_000001")
+  _cityscapes(raw, stem="aachen_000000_000002", label=np.full((5, 8), 40))
+  result = subprocess.run(
+      [sys.executable, "-m", "datasets.convert", "--dataset=cityscapes", f"--raw_dir={raw}",
+       f"--output_dir={out}", "--splits=val", "--num_shards=2", "--num_workers=1"],
+      capture_output=True, text=True, cwd=REPO_ROOT, check=False)
+  assert result.returncode == 1
+  assert "aachen_000000_000002_gtFine_labelIds.png has values [40]" in result.stderr
+  assert "Traceback" not in result.stderr
+  assert [os.path.basename(p) for p in _shards(out, "val")] == ["val-00000-of-00002.tfrecord"]
+  assert not os.path.exists(os.path.join(out, tfrecord.INFO_FILENAME))

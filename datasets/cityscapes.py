@@ -1,0 +1,66 @@
+"""Cityscapes (fine annotations), 19 classes (2975 train / 500 val).
+
+Raw layout: `leftImg8bit/{split}/<city>/<stem>_leftImg8bit.png` and
+`gtFine/{split}/<city>/<stem>_gtFine_labelIds.png`. labelIds map to the 19 trainIds of the official
+labels table (cityscapesScripts `labels.py`); every other id (0..6, 9, 10, 14..16, 18, 29, 30 and
+the license plate, id -1, stored as 255 in 8-bit PNGs) becomes ignore. Ids 34..254 are errors.
+"""
+
+import os
+
+from datasets import core
+
+# (name, labelId, colour) of the 19 evaluated classes, in trainId order.
+CLASSES = (
+    ("road", 7, (128, 64, 128)), ("sidewalk", 8, (244, 35, 232)), ("building", 11, (70, 70, 70)),
+    ("wall", 12, (102, 102, 156)), ("fence", 13, (190, 153, 153)), ("pole", 17, (153, 153, 153)),
+    ("traffic light", 19, (250, 170, 30)), ("traffic sign", 20, (220, 220, 0)),
+    ("vegetation", 21, (107, 142, 35)), ("terrain", 22, (152, 251, 152)),
+    ("sky", 23, (70, 130, 180)), ("person", 24, (220, 20, 60)), ("rider", 25, (255, 0, 0)),
+    ("car", 26, (0, 0, 142)), ("truck", 27, (0, 0, 70)), ("bus", 28, (0, 60, 100)),
+    ("train", 31, (0, 80, 100)), ("motorcycle", 32, (0, 0, 230)), ("bicycle", 33, (119, 11, 32)))
+NUM_LABEL_IDS = 34  # labelIds 0..33
+LICENSE_PLATE_VALUE = 255  # labelId -1 as a uint8 pixel
+
+INFO = core.DatasetInfo(
+    name="cityscapes",
+    num_classes=len(CLASSES),
+    class_names=tuple(name for name, _, _ in CLASSES),
+    palette=tuple(colour for _, _, colour in CLASSES),
+    split_sizes={"train": 2975, "val": 500},
+    crop_size=(513, 1025),
+    eval_size=(1025, 2049),
+)
+
+_LUT = core.build_lut({
+    LICENSE_PLATE_VALUE: core.IGNORE_LABEL,
+    **{label_id: core.IGNORE_LABEL for label_id in range(NUM_LABEL_IDS)},
+    **{label_id: train_id for train_id, (_, label_id, _) in enumerate(CLASSES)}})
+
+_LABEL_SUFFIX = "_gtFine_labelIds.png"
+_IMAGE_SUFFIX = "_leftImg8bit.png"
+
+
+def list_examples(raw_dir, split):
+  label_root = os.path.join(raw_dir, "gtFine", split)
+  if not os.path.isdir(label_root):
+    raise core.ConversionError(f"missing label directory {label_root}")
+  examples = []
+  for city in sorted(os.listdir(label_root)):
+    city_dir = os.path.join(label_root, city)
+    if not os.path.isdir(city_dir):
+      continue
+    for name in sorted(os.listdir(city_dir)):
+      if not name.endswith(_LABEL_SUFFIX):
+        continue
+      stem = name[:-len(_LABEL_SUFFIX)]
+      label_path = os.path.join(city_dir, name)
+      image_path = os.path.join(raw_dir, "leftImg8bit", split, city, stem + _IMAGE_SUFFIX)
+      core.require_file(image_path, "image", for_path=f"label {label_path}")
+      examples.append(core.RawExample(stem, image_path, label_path))
+  return examples
+
+
+def load_example(example: core.RawExample) -> core.EncodedExample:
+  label = core.map_label(core.load_label_png(example.label_path), _LUT, example.label_path)
+  return core.encode_pair(example.key, example.image_path, label, example.label_path)
