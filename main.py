@@ -19,12 +19,18 @@ define_model_flags()
 flags.DEFINE_enum("mode", "flops", ["flops"], "What to run.")
 flags.DEFINE_integer("flops_height", 513, "Input height of the FLOPs count.")
 flags.DEFINE_integer("flops_width", 513, "Input width of the FLOPs count.")
+flags.DEFINE_list("flops_backbones", [], "Count these backbones alone (with a 1000-way classifier, "
+                  "at flops_height, against their published figures) instead of the model.")
 FLAGS = flags.FLAGS
 
 
 def run_flops():
-  from hfgd_tf.flops import format_complexity, model_complexity  # pylint: disable=import-outside-toplevel
-  from hfgd_tf.model import build_model  # pylint: disable=import-outside-toplevel
+  # pylint: disable=import-outside-toplevel
+  from hfgd_tf.flops import format_backbone_complexity, format_complexity, model_complexity
+  from hfgd_tf.model import build_model
+  if FLAGS.flops_backbones:
+    logging.info("\n%s", format_backbone_complexity(FLAGS.flops_backbones, FLAGS.flops_height))
+    return
   config = model_config_from_flags()
   model = build_model(config)
   report = model_complexity(model, FLAGS.flops_height, FLAGS.flops_width)
