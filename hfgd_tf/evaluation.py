@@ -1,4 +1,5 @@
-"""Evaluation as the original did it: multi-scale + flip inference, sliding window, confusion-matrix mIoU.
+"""Evaluation as the original did it: multi-scale + flip inference, sliding window, confusion-matrix
+mIoU.
 
 Inference (reference §1.4): for each scale the image is resized bilinearly (align_corners=True) to
 `scaled_size`, run whole or by sliding window, and the logits are resized back; raw logits (no
@@ -22,9 +23,9 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from hfgd_tf.input_pipeline import IGNORE_LABEL
 from hfgd_tf.layers.common import resize, spatial_size
 
-IGNORE_LABEL = 255
 # The original's defaults for `evaluate()` and prediction; its flags default to single scale.
 MS_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 SS_SCALES = (1.0,)
@@ -179,7 +180,7 @@ class EvalResults:
 
 
 def iou_from_confusion(confusion_matrix, num_images=0):
-  """EvalResults from cm[true, pred]; a metric with no pixels to average over is 0 (divide-no-nan)."""
+  """EvalResults from cm[true, pred]; a metric with nothing to average over is 0 (divide-no-nan)."""
   cm = np.asarray(confusion_matrix, np.float64)
   true_positive = np.diag(cm)
   ground_truth = cm.sum(axis=1)
@@ -274,12 +275,13 @@ def results_dict(results: EvalResults, class_names: Sequence[str]):
 
 
 def write_results_json(results: EvalResults, class_names: Sequence[str], path, extra=None):
-  """Writes `results_dict` (plus `extra`, e.g. the protocol) to `path` atomically (temp + rename)."""
+  """Writes `results_dict` (plus `extra`, e.g. the protocol) to `path` atomically (temp, rename)."""
   payload = results_dict(results, class_names)
   payload.update(extra or {})
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
-  fd, temp_path = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".", suffix=".tmp")
+  fd, temp_path = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".",
+                                   suffix=".tmp")
   try:
     with os.fdopen(fd, "w") as f:
       json.dump(payload, f, indent=2)

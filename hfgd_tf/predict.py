@@ -45,7 +45,7 @@ def list_inputs(inputs: Union[str, Sequence[str]]) -> List[str]:
   else:
     paths = [path for path in glob.glob(inputs) if os.path.isfile(path)]
   if not paths:
-    raise ValueError(f"no images found for {inputs!r} (a folder, a glob pattern or a list of paths)")
+    raise ValueError(f"no images found for {inputs!r} (give a folder, a glob pattern or paths)")
   return sorted(paths)
 
 
@@ -76,7 +76,7 @@ def _output_names(paths):
 
 
 def _padded_batch(images):
-  """uint8 images of different sizes -> normalised float32 [B, maxH, maxW, 3], padded bottom/right."""
+  """uint8 images of any sizes -> normalised float32 [B, maxH, maxW, 3], padded bottom/right."""
   height = max(image.shape[0] for image in images)
   width = max(image.shape[1] for image in images)
   batch = np.full((len(images), height, width, 3), IMAGE_PAD_VALUE, np.float32)

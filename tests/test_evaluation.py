@@ -51,8 +51,8 @@ def test_sliding_window_covering_the_image_equals_whole_image():
   whole = model(images, training=False).numpy()
   for window in [(33, 45), 64]:
     np.testing.assert_array_equal(
-        evaluation.sliding_window_logits(lambda x: model(x, training=False), images, window).numpy(),
-        whole)
+        evaluation.sliding_window_logits(lambda x: model(x, training=False), images,
+                                         window).numpy(), whole)
 
 
 @pytest.mark.parametrize("window", [3, 5, 16, (9, 20), (37, 4)])
@@ -74,7 +74,7 @@ def test_sliding_window_offsets_and_graph_mode_with_unknown_size():
   rows, cols = np.mgrid[0:37, 0:31].astype(np.float32)
   images = tf.constant(np.stack([rows, cols, rows * 0], -1)[None])  # [1, 37, 31, 3]
   out = evaluation.sliding_window_logits(record, images, 16)
-  np.testing.assert_array_equal(out.numpy(), images.numpy())  # each window placed where it came from
+  np.testing.assert_array_equal(out.numpy(), images.numpy())  # windows placed where they came from
   # 37: stride 10, offsets 0, 10, 20, then 21 flush with the end; 31: 0, 10 and 15.
   assert offsets == [(y, x, 16, 16) for y in (0, 10, 20, 21) for x in (0, 10, 15)]
 
@@ -220,3 +220,21 @@ def test_mirrored_strategy_gives_the_single_device_confusion_matrix():
   assert np.sum(checks["single"]) == checks["valid_pixels"] > 0
   assert checks["num_images"] == [5, 5]
   assert not np.any(checks["after_reset"])
+
+
+def test_evaluate_on_the_builtin_eval_pipeline(tmp_path):
+  """End to end on real eval batches (padded 128 -> 129, filenames included): every image and
+  every real pixel is counted once, padding never."""
+  from datasets import builtin, get_dataset_info  # pylint: disable=import-outside-toplevel
+  from hfgd_tf import input_pipeline  # pylint: disable=import-outside-toplevel
+  info = get_dataset_info("builtin")
+  data_dir = builtin.ensure_builtin_dataset(str(tmp_path / "builtin"), num_train=1, num_val=3)
+  dataset = input_pipeline.eval_dataset(os.path.join(data_dir, "val-*"), 2, *info.eval_size)
+  model = build_model(ModelConfig(num_classes=info.num_classes, backbone="resnet_test",
+                                  encoder_filters=32, decoder_filters=16))
+  results = evaluation.evaluate(model, dataset, info.num_classes)
+  assert results.num_images == 3
+  assert results.confusion_matrix.sum() == 3 * builtin.IMAGE_SIZE ** 2
+  assert 0.0 <= results.mean_iou <= 1.0
+  assert all(name in evaluation.format_results(results, info.class_names)
+             for name in info.class_names)

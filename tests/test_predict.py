@@ -1,5 +1,5 @@
-"""Prediction on a folder: outputs at each input's size (alone and in a padded batch), a corrupt file
-reported and skipped; a single image runs at its exact size; colouring and overlay arithmetic."""
+"""Prediction on a folder: outputs at each input's size (alone and in a padded batch), a corrupt
+file reported and skipped; a single image runs at its exact size; colouring and overlay."""
 
 import numpy as np
 import pytest
