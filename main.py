@@ -6,7 +6,6 @@ the built-in dataset, train a small HFGD for a few minutes on a CPU, evaluate, w
 predictions and export a SavedModel.
 """
 
-import json
 import os
 import sys
 
@@ -73,28 +72,79 @@ def _model(settings, model):
   return restore_model(settings.model, settings.train.checkpoint_dir)
 
 
+def _protocol(settings):
+  return dict(scales=settings.eval.scales, flip=settings.eval.flip,
+              window=settings.eval.sliding_window)
+
+
 def run_eval(settings, model=None):
+  """mIoU with the configured protocol; per-class table on the console, JSON in model_dir."""
+  # pylint: disable=import-outside-toplevel
+  from hfgd_tf import evaluation, input_pipeline
+  from hfgd_tf.distribution import create_strategy
   _prepare_data(settings)
-  model = _model(settings, model)
-  results = _periodic_eval(settings).evaluate(model)
+  strategy = None
+  if model is None:
+    strategy = create_strategy(settings.train.distribution, settings.train.tpu)
+    with strategy.scope():
+      model = _model(settings, None)
+  dataset = input_pipeline.eval_dataset(
+      _eval_pattern(settings), settings.eval.batch_size, settings.eval.eval_height,
+      settings.eval.eval_width, ignore_label=settings.model.ignore_label)
+  if settings.eval.max_examples:
+    dataset = dataset.unbatch().take(settings.eval.max_examples).batch(settings.eval.batch_size)
+  results = evaluation.evaluate(model, dataset, settings.model.num_classes,
+                                strategy=strategy, ignore_label=settings.model.ignore_label,
+                                **_protocol(settings))
+  class_names = settings.dataset_info.class_names
   path = os.path.join(settings.train.model_dir, "eval_results.json")
-  os.makedirs(settings.train.model_dir, exist_ok=True)
-  with open(path, "w", encoding="utf-8") as file:
-    json.dump(results, file, indent=2)
-  logging.info("Eval on %s/%s: mIoU %.4f, pixel accuracy %.4f (written to %s).",
-               settings.train.dataset, settings.train.eval_split, results["miou"],
-               results["pixel_accuracy"], path)
+  evaluation.write_results_json(results, class_names, path, extra=dict(
+      dataset=settings.train.dataset, split=settings.train.eval_split,
+      scales=list(settings.eval.scales), flip=settings.eval.flip,
+      sliding_window=settings.eval.sliding_window))
+  logging.info("Eval on %s/%s:\n%s\nResults written to %s.", settings.train.dataset,
+               settings.train.eval_split, evaluation.format_results(results, class_names), path)
   return results
 
 
+def _demo_inputs(settings, count=8):
+  """Writes the first `count` eval images as PNGs (the built-in dataset has no image files)."""
+  # pylint: disable=import-outside-toplevel
+  import numpy as np
+
+  from hfgd_tf import input_pipeline, visualize
+  folder = os.path.join(settings.train.model_dir, "predict_inputs")
+  dataset = input_pipeline.eval_dataset(_eval_pattern(settings), 1, settings.eval.eval_height,
+                                        settings.eval.eval_width).take(count)
+  for index, batch in enumerate(dataset):
+    height, width = int(batch["height"][0]), int(batch["width"][0])
+    image = (batch["image"][0, :height, :width].numpy() + 1.0) * 127.5
+    visualize.write_png(os.path.join(folder, f"{index:03d}.png"),
+                        np.clip(np.round(image), 0, 255).astype(np.uint8))
+  return folder
+
+
 def run_predict(settings, model=None):
-  del model
-  raise SystemExit(f"error: --mode=predict is not available in this build yet ({settings.predict_input})")
+  """Colourised masks and overlays for a folder or glob of images (train: the eval split's)."""
+  from hfgd_tf.predict import predict_images  # pylint: disable=import-outside-toplevel
+  inputs = settings.predict_input or _demo_inputs(settings)
+  summary = predict_images(_model(settings, model), inputs, settings.predict_output_dir,
+                           settings.dataset_info.palette, **_protocol(settings))
+  logging.info("Predictions of %d images written to %s%s.", len(summary.processed),
+               settings.predict_output_dir,
+               f" ({len(summary.skipped)} unreadable skipped)" if summary.skipped else "")
+  return summary
 
 
 def run_export(settings, model=None):
-  del model
-  raise SystemExit(f"error: --mode=export is not available in this build yet ({settings.export_dir})")
+  """A SavedModel taking uint8 images of any size, with the configured inference protocol."""
+  from hfgd_tf.export import export_saved_model  # pylint: disable=import-outside-toplevel
+  path = export_saved_model(_model(settings, model), settings.export_dir,
+                            overwrite=FLAGS.export_overwrite,
+                            class_names=settings.dataset_info.class_names,
+                            palette=settings.dataset_info.palette, **_protocol(settings))
+  logging.info("SavedModel exported to %s.", path)
+  return path
 
 
 def run_benchmark(settings):
@@ -103,8 +153,12 @@ def run_benchmark(settings):
 
 
 def run_flops(settings):
-  from hfgd_tf.flops import format_complexity, model_complexity  # pylint: disable=import-outside-toplevel
-  from hfgd_tf.model import build_model  # pylint: disable=import-outside-toplevel
+  # pylint: disable=import-outside-toplevel
+  from hfgd_tf.flops import format_backbone_complexity, format_complexity, model_complexity
+  from hfgd_tf.model import build_model
+  if FLAGS.flops_backbones:
+    logging.info("\n%s", format_backbone_complexity(FLAGS.flops_backbones, FLAGS.flops_height))
+    return
   config = settings.model
   model = build_model(config)
   report = model_complexity(model, FLAGS.flops_height, FLAGS.flops_width)

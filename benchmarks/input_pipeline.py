@@ -4,8 +4,8 @@ r"""Throughput of the training and evaluation input pipelines on synthetic Pasca
 
 Writes JPEG records of about 500x375 (the typical PASCAL VOC size) to a temporary directory, then
 times batches of the training pipeline (513x513 crops, default augmentation) and of the evaluation
-pipeline (padded to 513x513), after a warm-up. With `--model_images_per_second` (the model's training
-throughput) it also prints how many times faster the pipeline is; it must be well above 1.
+pipeline (padded to 513x513), after a warm-up. With `--model_images_per_second` (the model's
+training throughput) it also prints how many times faster the pipeline is; it must be well above 1.
 """
 
 import io
@@ -34,11 +34,11 @@ _MODEL_IMAGES_PER_SECOND = flags.DEFINE_float(
 
 
 def _synthetic_example(rng, index):
-  """A smooth random image with noise (JPEG-compresses like a photo) and block labels 0..59."""
+  """A blocky random image with noise (JPEG-compresses like a photo) and block labels 0..58, 255."""
   height, width = (375, 500) if index % 2 else (500, 375)
   coarse = rng.uniform(0, 255, (height // 25 + 1, width // 25 + 1, 3))
-  image = np.kron(coarse, np.ones((25, 25, 1)))[:height, :width] + rng.normal(0, 12, (height, width,
-                                                                                        3))
+  image = np.kron(coarse, np.ones((25, 25, 1)))[:height, :width]  # [H, W, 3]
+  image += rng.normal(0, 12, image.shape)
   buffer = io.BytesIO()
   Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(buffer, format="JPEG", quality=95)
   label = np.kron(rng.integers(0, 60, (height // 25 + 1, width // 25 + 1)),

@@ -1,5 +1,7 @@
 """Dataset registry: one module per dataset, each exposing `INFO` (a `core.DatasetInfo`) and
-`load_example(item) -> core.EncodedExample`; real datasets also `list_examples(raw_dir, split)`.
+`load_example(item) -> core.EncodedExample` (what the shard writer calls in worker processes); the
+real datasets also `list_examples(raw_dir, split) -> [core.RawExample]`, the built-in one
+`work_items(seed, split, count)`.
 
 Importing this package does not import TensorFlow (converter workers stay light).
 """

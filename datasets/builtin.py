@@ -22,6 +22,7 @@ IMAGE_SIZE = 128
 CLASS_NAMES = ("background", "disc", "square", "triangle", "ring", "line", "dot")
 # Split ids keep train and val streams of random numbers apart for the same seed.
 _SPLIT_IDS = {"train": 0, "val": 1}
+GENERATOR_FILENAME = "builtin_generator.json"
 
 INFO = core.DatasetInfo(
     name="builtin",
@@ -57,7 +58,8 @@ def _square(rng):
 def _triangle(rng):
   cy, cx = rng.uniform(14, IMAGE_SIZE - 14, 2)
   radius = rng.uniform(10, 22)
-  angles = rng.uniform(0, 2 * math.pi) + np.array([0, 2, 4]) * math.pi / 3 + rng.uniform(-0.3, 0.3, 3)
+  angles = (rng.uniform(0, 2 * math.pi) + np.array([0, 2, 4]) * math.pi / 3
+            + rng.uniform(-0.3, 0.3, 3))
   ys, xs = cy + radius * np.sin(angles), cx + radius * np.cos(angles)
   # Inside a triangle: the three edge cross products share a sign.
   sides = [(xs[(i + 1) % 3] - xs[i]) * (_Y - ys[i]) - (ys[(i + 1) % 3] - ys[i]) * (_X - xs[i])
@@ -141,7 +143,13 @@ def generate(seed, split, index):
   return np.clip(np.round(image), 0, 255).astype(np.uint8), label
 
 
-def list_examples(seed, split, count):
+def _check_same_generator(output_dir, existing, wanted):
+  if existing != wanted:
+    raise ValueError(f"{output_dir} already holds a built-in dataset generated with {existing}, "
+                     f"not {wanted}; choose another directory")
+
+
+def work_items(seed, split, count):
   """Work items for the shard writer: one (seed, split, index) tuple per example."""
   return [(seed, split, index) for index in range(count)]
 
@@ -165,14 +173,20 @@ def ensure_builtin_dataset(output_dir, seed=0, num_train=1000, num_val=200, num_
   info_path = os.path.join(output_dir, tfrecord.INFO_FILENAME)
   if os.path.exists(info_path):
     with open(info_path) as f:
-      existing = json.load(f).get("generator")
-    if existing == generator:
-      return output_dir
-    raise ValueError(f"{output_dir} already holds a built-in dataset generated with {existing}, "
-                     f"not {generator}; choose another directory")
+      _check_same_generator(output_dir, json.load(f).get("generator"), generator)
+    return output_dir
+  # Written before any shard, so resuming never mixes shards of two settings.
+  marker_path = os.path.join(output_dir, GENERATOR_FILENAME)
+  if os.path.exists(marker_path):
+    with open(marker_path) as f:
+      _check_same_generator(output_dir, json.load(f), generator)
+  else:
+    os.makedirs(output_dir, exist_ok=True)
+    with open(marker_path, "w") as f:
+      json.dump(generator, f)
   tfrecord.write_dataset(
-      INFO, {"train": list_examples(seed, "train", num_train),
-             "val": list_examples(seed, "val", num_val)},
+      INFO, {"train": work_items(seed, "train", num_train),
+             "val": work_items(seed, "val", num_val)},
       output_dir, num_workers=num_workers, show_progress=show_progress,
       extra_info={"generator": generator})
   return output_dir

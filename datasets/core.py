@@ -12,7 +12,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-# Library-wide label convention: classes 0..K-1, this value for "ignore" (also used as label padding).
+# Library-wide label convention: classes 0..K-1 and this value for "ignore" (and label padding).
 IGNORE_LABEL = 255
 
 
@@ -67,7 +67,7 @@ class RawExample:
 
 @dataclasses.dataclass
 class EncodedExample:
-  """An example ready to serialise: encoded image bytes and a label map in the library convention."""
+  """An example ready to serialise: encoded image bytes and a label map in library convention."""
   key: str
   image_bytes: bytes
   image_format: str  # "jpeg" or "png"

@@ -156,11 +156,11 @@ def write_split(info: core.DatasetInfo, split, items: Sequence, output_dir,
   bounds = [len(items) * k // num_shards for k in range(num_shards + 1)]
   tasks = [(info.name, items[bounds[k]:bounds[k + 1]], wanted[k]) for k in range(num_shards)
            if wanted[k] not in existing]
+  remaining = sum(len(task[1]) for task in tasks)
+  logging.info("%s: writing %d of %d shards (%d of %d examples) to %s", split, len(tasks),
+               num_shards, remaining, len(items), output_dir)
   progress = _ProgressBar(split, len(items), show_progress)
-  progress.advance(len(items) - sum(len(task[1]) for task in tasks))
-  if tasks:
-    logging.info("%s: writing %d of %d shards (%d examples) to %s", split, len(tasks), num_shards,
-                 sum(len(task[1]) for task in tasks), output_dir)
+  progress.advance(len(items) - remaining)
   try:
     if num_workers <= 1 or len(tasks) <= 1:
       for task in tasks:

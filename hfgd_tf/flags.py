@@ -202,6 +202,10 @@ def define_output_flags(flag_values=flags.FLAGS):
   define.integer("benchmark_steps", 10, "Timed steps per benchmark measurement.")
   define.integer("flops_height", 513, "Input height of the FLOPs count.")
   define.integer("flops_width", 513, "Input width of the FLOPs count.")
+  define.list("flops_backbones", [], "mode=flops: count these backbones alone (with a 1000-way "
+              "classifier, at flops_height, against their published figures) instead of the model.")
+  define.bool("export_overwrite", False, "Replace an existing --export_dir (once the new export is "
+              "complete).")
 
 
 def define_all_flags(flag_values=flags.FLAGS):

@@ -14,6 +14,7 @@ import dataclasses
 import re
 from typing import Dict
 
+import keras
 import tensorflow as tf
 from tensorflow.python.framework import ops as tf_ops  # pylint: disable=no-name-in-module
 from tensorflow.python.framework.convert_to_constants import (  # pylint: disable=no-name-in-module
@@ -126,4 +127,48 @@ def format_complexity(report, title):
   for name, entry in report.items():
     lines.append(f"{name:<12}{entry.multiply_adds / 1e9:>15.2f}{entry.flops / 1e9:>13.2f}"
                  f"{entry.params / 1e6:>12.2f}")
+  return "\n".join(lines)
+
+
+# Published classification figures at 224x224 (params, multiply-adds) of the SOTA backbones:
+# Swin-L (Liu et al. 2021, Table 1), ConvNeXt-L (Liu et al. 2022, Table 1), ConvNeXtV2-L
+# (Woo et al. 2023, Table 12).
+PUBLISHED_BACKBONES = {
+    "swin_large_224": (197e6, 34.5e9),
+    "convnext_large": (198e6, 34.4e9),
+    "convnext_v2_large": (198e6, 34.4e9),
+}
+
+
+def with_classifier_head(backbone, num_classes=1000):
+  """Backbone -> global average pool -> LayerNorm -> Dense: what classification figures count."""
+  features = backbone.output[max(backbone.output)]
+  pooled = keras.layers.GlobalAveragePooling2D(name="head_pool")(features)
+  normed = keras.layers.LayerNormalization(epsilon=1e-6, name="head_norm")(pooled)
+  logits = keras.layers.Dense(num_classes, name="head_fc")(normed)
+  return keras.Model(backbone.input, logits, name=f"{backbone.name}_classifier")
+
+
+def backbone_complexity(name, size=224, classifier_head=True):
+  """Complexity of backbone `name` at size x size x 3, with a 1000-way head by default so it
+  compares with the backbones' published ImageNet figures."""
+  from hfgd_tf.backbones import build_backbone  # pylint: disable=import-outside-toplevel
+  model = build_backbone(name)
+  if classifier_head:
+    model = with_classifier_head(model)
+  graph = frozen_graph(lambda images: model(images, training=False), [1, size, size, 3])
+  complexity = graph_complexity(graph)["total"]
+  complexity.params = count_params(model)
+  return complexity
+
+
+def format_backbone_complexity(names, size=224):
+  """A table of each backbone's params and multiply-adds against its published figures."""
+  lines = [f"Backbones with a 1000-way classifier at {size}x{size}x3",
+           f"{'backbone':<20}{'params (M)':>11}{'published':>11}{'GMACs':>9}{'published':>11}"]
+  for name in names:
+    entry = backbone_complexity(name, size)
+    params, macs = PUBLISHED_BACKBONES.get(name, (float("nan"), float("nan")))
+    lines.append(f"{name:<20}{entry.params / 1e6:>11.2f}{params / 1e6:>11.1f}"
+                 f"{entry.multiply_adds / 1e9:>9.2f}{macs / 1e9:>11.1f}")
   return "\n".join(lines)

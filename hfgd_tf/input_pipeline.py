@@ -10,8 +10,8 @@ brightness (p=0.5, delta U[-32, 32), then clip to [0, 256]) -> pad bottom/right 
 Evaluation: pad bottom/right to a fixed size (no resize), keeping the original size so predictions
 can be cropped back.
 
-Randomness is stateless, keyed by (seed, input pipeline id) folded with the element index, so a given
-seed gives the same order and the same augmentations on every run.
+Randomness is stateless, keyed by (seed, input pipeline id) folded with the element index, so a
+given seed gives the same order and the same augmentations on every run.
 
 Record formats, detected per example: the library's Model Garden keys (`image/encoded`, ...; see
 `datasets/tfrecord.py`) and the authors' iDS keys (`image`, `label`, `height`, `width`, `depth`:
@@ -154,7 +154,8 @@ def _shard_files(files, input_context):
     return files
   if len(files) < input_context.num_input_pipelines:
     raise ValueError(f"{len(files)} files cannot be sharded over "
-                     f"{input_context.num_input_pipelines} input pipelines; convert with more shards")
+                     f"{input_context.num_input_pipelines} input pipelines; convert with more "
+                     "shards")
   return files[input_context.input_pipeline_id::input_context.num_input_pipelines]
 
 

@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from hfgd_tf import input_pipeline, summaries
+from hfgd_tf import evaluation, input_pipeline, summaries, visualize
 from hfgd_tf.backbones.layer_decay import layer_depths, num_depths
 from hfgd_tf.backbones.weights import load_backbone_weights
 from hfgd_tf.checkpoints import model_state, optimizer_state, restore_model_weights
@@ -354,42 +354,36 @@ class Trainer:
   def _write_images(self, step):
     images, labels, predictions = self.validation.sample(self.model)
     summaries.image("images/input", (images + 1.0) / 2.0, step)
-    summaries.image("images/ground_truth", colourise(labels, self.palette), step)
-    summaries.image("images/prediction", colourise(predictions, self.palette), step)
+    summaries.image("images/ground_truth", visualize.colorize(labels.numpy(), self.palette), step)
+    summaries.image("images/prediction", visualize.colorize(predictions.numpy(), self.palette),
+                    step)
 
 
 class PeriodicEval:
-  """Single-scale confusion-matrix mIoU on the eval split, for evaluation during training."""
+  """Evaluation during training: single-scale mIoU on the eval split (hfgd_tf.evaluation), and a
+  few predictions for TensorBoard."""
 
   def __init__(self, file_pattern, num_classes, eval_height, eval_width, batch_size,
                max_examples=None, ignore_label=input_pipeline.IGNORE_LABEL):
     self.num_classes = num_classes
-    self._dataset = input_pipeline.eval_dataset(
+    self.ignore_label = ignore_label
+    self.dataset = input_pipeline.eval_dataset(
         file_pattern, batch_size, eval_height, eval_width, ignore_label=ignore_label)
     if max_examples:
-      self._dataset = self._dataset.take(math.ceil(max_examples / batch_size))
+      self.dataset = self.dataset.take(math.ceil(max_examples / batch_size))
     self._predict = tf.function(lambda model, images: tf.argmax(
         model(images, training=False), -1, output_type=tf.int32))
 
   def evaluate(self, model):
     """{"miou", "pixel_accuracy"} over the eval split (padding and ignored pixels excluded)."""
-    matrix = np.zeros([self.num_classes] * 2, np.int64)
-    for batch in self._dataset:
-      labels = tf.reshape(batch["label"], [-1])
-      predictions = tf.reshape(self._predict(model, batch["image"]), [-1])
-      valid = labels < self.num_classes
-      matrix += tf.math.confusion_matrix(labels[valid], predictions[valid], self.num_classes,
-                                         dtype=tf.int64).numpy()
-    true_positive = np.diag(matrix)
-    union = matrix.sum(0) + matrix.sum(1) - true_positive
-    present = union > 0
-    return {"miou": float((true_positive[present] / union[present]).mean()),
-            "pixel_accuracy": float(true_positive.sum() / max(matrix.sum(), 1))}
+    results = evaluation.evaluate(model, self.dataset, self.num_classes,
+                                  ignore_label=self.ignore_label, log_every=0)
+    return {"miou": results.mean_iou, "pixel_accuracy": results.pixel_accuracy}
 
   def sample(self, model, count=4):
     """(images [n, H, W, 3] in [-1, 1], labels [n, H, W], predictions [n, H, W]) of the first
     eval batch."""
-    batch = next(iter(self._dataset))
+    batch = next(iter(self.dataset))
     images, labels = batch["image"][:count], batch["label"][:count]
     return images, labels, self._predict(model, images)
 
@@ -401,9 +395,3 @@ def restore_model(model_config, checkpoint_dir):
   model = build_model(dataclasses.replace(model_config, sync_batch_norm=False))
   restore_model_weights(model, checkpoint_dir)
   return model
-
-
-def colourise(labels, palette, ignore_colour=(255, 255, 255)):
-  """Class maps [N, H, W] -> RGB uint8 [N, H, W, 3] with the dataset palette (ignore: white)."""
-  table = np.array(list(palette) + [ignore_colour] * (256 - len(palette)), np.uint8)  # [256, 3]
-  return tf.gather(tf.constant(table), tf.clip_by_value(tf.cast(labels, tf.int32), 0, 255))

@@ -44,15 +44,16 @@ class SemanticFPN(keras.layers.Layer):
     def conv(kernel_size, name):
       return ConvNormAct(filters, kernel_size, name=name, dtype=self.dtype_policy, **self.norm)
 
+    # Sub-layers are tracked in dicts keyed "os<stride>": SavedModel needs string keys.
     lateral_strides = PYRAMID_STRIDES if top_lateral else PYRAMID_STRIDES[:-1]
-    self.laterals = {stride: conv(lateral_kernel_size, f"lateral{stride}")
+    self.laterals = {f"os{stride}": conv(lateral_kernel_size, f"lateral{stride}")
                      for stride in lateral_strides}
     # Branch of level i: one block per step down to OS=4 (at least one), plus one to OS=2.
     self.branches = {}
     for level, stride in enumerate(PYRAMID_STRIDES):
       num_blocks = max(1, level) + (1 if output_stride == 2 else 0)
-      self.branches[stride] = [conv(3, f"branch{stride}_conv{block}")
-                               for block in range(num_blocks)]
+      self.branches[f"os{stride}"] = [conv(3, f"branch{stride}_conv{block}")
+                                      for block in range(num_blocks)]
     self.end_conv = conv(1, "end_conv")
 
   def _branch_targets(self, level):
@@ -66,10 +67,10 @@ class SemanticFPN(keras.layers.Layer):
     if self.output_stride == 2 and output_size is None:
       raise ValueError("SemanticFPN at output_stride=2 needs output_size")
     # Top-down pathway, coarse to fine.
-    levels = {32: self.laterals[32](top, training=training) if self.top_lateral else top}
+    levels = {32: self.laterals["os32"](top, training=training) if self.top_lateral else top}
     x = levels[32]
     for stride in (16, 8, 4):
-      lateral = self.laterals[stride](pyramid[stride], training=training)
+      lateral = self.laterals[f"os{stride}"](pyramid[stride], training=training)
       x = resize(x, spatial_size(lateral), self.align_corners) + lateral
       levels[stride] = x
     sizes = {stride: spatial_size(levels[stride]) for stride in PYRAMID_STRIDES}
@@ -78,7 +79,7 @@ class SemanticFPN(keras.layers.Layer):
     outputs = []
     for level, stride in enumerate(PYRAMID_STRIDES):
       x = levels[stride]
-      for block, target in zip(self.branches[stride], self._branch_targets(level)):
+      for block, target in zip(self.branches[f"os{stride}"], self._branch_targets(level)):
         x = block(x, training=training)
         if target is not None:
           x = resize(x, sizes[target], self.align_corners)

@@ -10,6 +10,11 @@ import pytest  # noqa: E402
 
 def pytest_configure(config):
   config.addinivalue_line("markers", "slow: end-to-end tests that take more than a few seconds")
+  # Keras 3.15's save_weights converts variables with np.array(copy=False) semantics that numpy 2
+  # deprecates; it is Keras' own call, once per variable.
+  config.addinivalue_line(
+      "filterwarnings",
+      "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
 
 
 @pytest.fixture(autouse=True)

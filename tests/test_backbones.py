@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from hfgd_tf.backbones import BACKBONES, backbone_names, build_backbone
+from hfgd_tf.flops import PUBLISHED_BACKBONES, backbone_complexity
 
 TINY_CHANNELS = {
     "resnet_test": {2: 16, 4: 32, 8: 64, 16: 128, 32: 256},
@@ -256,16 +257,20 @@ def test_layer_depths():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, params, macs", [
-    # Published classification figures at 224^2 (params, multiply-adds): Swin-L (Liu et al.
-    # 2021, Table 1) 197M / 34.5G; ConvNeXt-L (Liu et al. 2022, Table 1) 198M / 34.4G;
-    # ConvNeXtV2-L (Woo et al. 2023) 198M / 34.4G.
-    ("swin_large_224", 197e6, 34.5e9),
-    ("convnext_large", 198e6, 34.4e9),
-    ("convnext_v2_large", 198e6, 34.4e9),
-])
-def test_complexity_matches_papers(name, params, macs):
-  from hfgd_tf.backbones.complexity import count_backbone_flops  # pylint: disable=import-outside-toplevel
-  counted = count_backbone_flops(name, 224, classifier_head=True)
+@pytest.mark.parametrize("name", sorted(PUBLISHED_BACKBONES))
+def test_complexity_matches_papers(name):
+  params, macs = PUBLISHED_BACKBONES[name]
+  counted = backbone_complexity(name, 224, classifier_head=True)
   assert counted.params == pytest.approx(params, rel=0.02)
-  assert counted.macs == pytest.approx(macs, rel=0.02)
+  assert counted.multiply_adds == pytest.approx(macs, rel=0.02)
+
+
+@pytest.mark.parametrize("name", ["swin_test", "convnext_v2_test", "resnet_test"])
+def test_config_round_trip(name):
+  model = build_backbone(name)
+  rebuilt = keras.Model.from_config(model.get_config())
+  rebuilt.set_weights(model.get_weights())
+  images = _images(35, 29)
+  expected, got = model(images), rebuilt(images)
+  for stride in expected:
+    np.testing.assert_array_equal(got[stride].numpy(), expected[stride].numpy())

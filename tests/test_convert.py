@@ -44,7 +44,7 @@ def test_default_shard_counts():
 
 
 def test_rerun_keeps_finished_shards_and_replaces_a_stale_incomplete_one(tmp_path):
-  items = builtin.list_examples(0, "train", 12)
+  items = builtin.work_items(0, "train", 12)
   tfrecord.write_split(builtin.INFO, "train", items, str(tmp_path), num_shards=4)
   shards = _shards(tmp_path)
   assert [os.path.basename(p) for p in shards] == [
@@ -65,7 +65,7 @@ def test_rerun_keeps_finished_shards_and_replaces_a_stale_incomplete_one(tmp_pat
 
 
 def test_a_failure_mid_shard_loses_nothing_written_and_leaves_no_half_shard(tmp_path, monkeypatch):
-  items = builtin.list_examples(0, "train", 12)
+  items = builtin.work_items(0, "train", 12)
   load = builtin.load_example
 
   def failing_load(item):
@@ -88,14 +88,14 @@ def test_a_failure_mid_shard_loses_nothing_written_and_leaves_no_half_shard(tmp_
 
 
 def test_another_shard_count_in_the_same_directory_is_refused(tmp_path):
-  items = builtin.list_examples(0, "train", 6)
+  items = builtin.work_items(0, "train", 6)
   tfrecord.write_split(builtin.INFO, "train", items, str(tmp_path), num_shards=2)
   with pytest.raises(ValueError, match="another shard count"):
     tfrecord.write_split(builtin.INFO, "train", items, str(tmp_path), num_shards=3)
 
 
 def test_parallel_workers_write_the_same_bytes_as_one_process(tmp_path):
-  items = builtin.list_examples(3, "val", 8)
+  items = builtin.work_items(3, "val", 8)
   tfrecord.write_split(builtin.INFO, "val", items, str(tmp_path / "one"), num_shards=2)
   tfrecord.write_split(builtin.INFO, "val", items, str(tmp_path / "two"), num_shards=2,
                        num_workers=2)

@@ -80,3 +80,12 @@ def test_ensure_builtin_dataset_is_byte_deterministic_and_idempotent(tmp_path):
   assert info["class_names"] == list(builtin.CLASS_NAMES)
   with pytest.raises(ValueError, match="generated with"):
     builtin.ensure_builtin_dataset(first, seed=7, num_train=20, num_val=4)
+
+
+def test_an_interrupted_builtin_dataset_resumes_only_with_the_same_settings(tmp_path):
+  directory = builtin.ensure_builtin_dataset(str(tmp_path), seed=1, num_train=10, num_val=2)
+  os.remove(os.path.join(directory, "dataset_info.json"))  # as if interrupted before the end
+  with pytest.raises(ValueError, match="generated with"):
+    builtin.ensure_builtin_dataset(directory, seed=2, num_train=10, num_val=2)
+  builtin.ensure_builtin_dataset(directory, seed=1, num_train=10, num_val=2)
+  assert os.path.exists(os.path.join(directory, "dataset_info.json"))

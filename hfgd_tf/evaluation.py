@@ -1,0 +1,291 @@
+"""Evaluation as the original did it: multi-scale + flip inference, sliding window, confusion-matrix
+mIoU.
+
+Inference (reference §1.4): for each scale the image is resized bilinearly (align_corners=True) to
+`scaled_size`, run whole or by sliding window, and the logits are resized back; raw logits (no
+softmax) are summed over scales and, with `flip`, over the mirrored image, then averaged.
+
+Metric (reference §6.2): `cm[true, pred]` over the whole set, pixels labelled `ignore_label` and
+the padding outside each image's original size excluded; IoU_k = TP / (row + col - TP) and mIoU over
+the classes whose denominator is not zero (absent from both ground truth and predictions: excluded).
+The matrix is an int64 variable synchronized on read with SUM, so under a `tf.distribute` strategy
+each replica counts its own pixels and reading it sums the replicas.
+"""
+
+import dataclasses
+import json
+import os
+import tempfile
+import time
+from typing import Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from hfgd_tf.input_pipeline import IGNORE_LABEL
+from hfgd_tf.layers.common import resize, spatial_size
+
+# The original's defaults for `evaluate()` and prediction; its flags default to single scale.
+MS_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+SS_SCALES = (1.0,)
+
+
+def scaled_size(size, scale):
+  """int(scale * size), plus 1 when `size` is odd and the result even (the original's pad_mode=1).
+
+  Keeping odd sides odd keeps align-corners grids aligned (513 -> 385 at 0.75, not 384). `size` is a
+  Python int or an int32 tensor (dynamic shapes); the product is taken in float64 like Python's.
+  """
+  if isinstance(size, (int, np.integer)):
+    new = int(scale * int(size))
+    return new + 1 if size % 2 == 1 and new % 2 == 0 else new
+  size = tf.convert_to_tensor(size, tf.int32)
+  new = tf.cast(tf.floor(tf.cast(size, tf.float64) * scale), tf.int32)
+  return new + tf.cast(tf.logical_and(size % 2 == 1, new % 2 == 0), tf.int32)
+
+
+def _window_offsets(length, window):
+  """(window, stride, count) along one side: window = min(window, length), stride = floor(2/3 w).
+
+  Offsets are 0, s, 2s, ... and one window flush with the end when the last does not reach it,
+  i.e. offset_i = min(i * s, length - window) for i < count = ceil((length - window) / s) + 1.
+  """
+  window = tf.minimum(window, length)
+  stride = tf.maximum(2 * window // 3, 1)
+  count = (length - window + stride - 1) // stride + 1
+  return window, stride, count
+
+
+def sliding_window_logits(model_fn, images, window):
+  """Logits of `model_fn` applied window by window, averaged where windows overlap.
+
+  images: float32 [N, H, W, 3]; window: int or (height, width); model_fn maps [N, h, w, 3] to logits
+  [N, h, w, K] at its input size. Windows run one at a time in a `tf.while_loop` (bounded memory,
+  and H, W may be unknown when traced); each window's logits are added to a zero canvas and the
+  canvas divided by how many windows covered each pixel. The first window runs before the loop so
+  the canvas takes its class count from the model.
+  """
+  window_h, window_w = (window, window) if isinstance(window, int) else window
+  height, width = tf.shape(images)[1], tf.shape(images)[2]
+  win_h, stride_h, count_h = _window_offsets(height, window_h)
+  win_w, stride_w, count_w = _window_offsets(width, window_w)
+
+  def window_logits(index):
+    """Logits of window `index` (row-major) placed on a zero canvas, and its 0/1 coverage."""
+    offset_y = tf.minimum(index // count_w * stride_h, height - win_h)
+    offset_x = tf.minimum(index % count_w * stride_w, width - win_w)
+    crop = images[:, offset_y:offset_y + win_h, offset_x:offset_x + win_w, :]
+    logits = tf.cast(model_fn(crop), tf.float32)  # [N, win_h, win_w, K]
+    padding = [[offset_y, height - offset_y - win_h], [offset_x, width - offset_x - win_w]]
+    placed = tf.pad(logits, [[0, 0]] + padding + [[0, 0]])  # [N, H, W, K]
+    placed.set_shape(images.shape[:3].concatenate(logits.shape[-1:]))
+    return placed, tf.pad(tf.ones([win_h, win_w]), padding)  # [H, W]
+
+  def body(index, logit_sum, visits):
+    placed, covered = window_logits(index)
+    return index + 1, logit_sum + placed, visits + covered
+
+  _, logit_sum, visits = tf.while_loop(
+      lambda index, *_: index < count_h * count_w, body,
+      (tf.constant(1), *window_logits(tf.constant(0))), parallel_iterations=1)
+  return logit_sum / visits[None, :, :, None]
+
+
+def multi_scale_logits(model_fn, images, scales=SS_SCALES, flip=False, window=None):
+  """The original's `inference_with_multi_scales`: raw logits averaged over scales (and flips).
+
+  images: float32 [N, H, W, 3] normalised; returns float32 logits [N, H, W, K]. With `window` (int
+  or (height, width)), each scale runs by sliding window, the window clipped to the scaled size.
+  """
+  if not scales:
+    raise ValueError("scales must not be empty")
+  size = spatial_size(images)
+
+  def run(inputs):
+    if window is None:
+      return tf.cast(model_fn(inputs), tf.float32)
+    return sliding_window_logits(model_fn, inputs, window)
+
+  # The mirrored images ride in the same batch: half the model calls to trace, same arithmetic
+  # (inference is per sample).
+  inputs = tf.concat([images, tf.reverse(images, [2])], 0) if flip else images  # [N or 2N, H, W, 3]
+  total = None
+  for scale in scales:
+    if scale == 1.0:
+      logits = run(inputs)
+    else:
+      logits = resize(run(resize(inputs, [scaled_size(side, scale) for side in size])), size)
+    total = logits if total is None else total + logits
+  if flip:
+    direct, mirrored = tf.split(total, 2)  # [2N, H, W, K] -> 2 x [N, H, W, K]
+    total = direct + tf.reverse(mirrored, [2])
+  return total / float(len(scales) * (2 if flip else 1))
+
+
+class ConfusionMatrix(tf.Module):
+  """cm[true, pred] pixel counts, int64, summed across replicas on read.
+
+  Create it under the strategy's scope; call `update` in replica context (inside `strategy.run` or
+  with no strategy) and `result` outside it.
+  """
+
+  def __init__(self, num_classes, ignore_label=IGNORE_LABEL, name="confusion_matrix"):
+    super().__init__(name=name)
+    self.num_classes = num_classes
+    self.ignore_label = ignore_label
+    self.matrix = tf.Variable(
+        tf.zeros([num_classes, num_classes], tf.int64), trainable=False, name="matrix",
+        synchronization=tf.VariableSynchronization.ON_READ,
+        aggregation=tf.VariableAggregation.SUM)
+
+  def update(self, labels, predictions, heights=None, widths=None):
+    """Counts one batch: labels, predictions int [B, H, W]; heights, widths int [B] valid sizes.
+
+    Pixels labelled `ignore_label` (or outside 0..K-1) and, when sizes are given, pixels at or
+    beyond each image's height/width (bottom/right padding) are not counted.
+    """
+    labels = tf.cast(labels, tf.int32)
+    predictions = tf.cast(predictions, tf.int32)
+    valid = tf.logical_and(labels >= 0, labels < self.num_classes)
+    valid = tf.logical_and(valid, labels != self.ignore_label)
+    if heights is not None:
+      heights = tf.reshape(tf.cast(heights, tf.int32), [-1, 1, 1])
+      widths = tf.reshape(tf.cast(widths, tf.int32), [-1, 1, 1])
+      rows = tf.range(tf.shape(labels)[1])[None, :, None] < heights  # [B, H, 1]
+      cols = tf.range(tf.shape(labels)[2])[None, None, :] < widths  # [B, 1, W]
+      valid = tf.logical_and(valid, tf.logical_and(rows, cols))
+    index = tf.where(valid, labels * self.num_classes + predictions, 0)  # [B, H, W] into K*K
+    counts = tf.math.unsorted_segment_sum(
+        tf.cast(valid, tf.int32), index, self.num_classes ** 2)  # int32: one batch cannot overflow
+    self.matrix.assign_add(tf.reshape(tf.cast(counts, tf.int64), [self.num_classes] * 2))
+
+  def reset(self):
+    self.matrix.assign(tf.zeros_like(self.matrix))
+
+  def result(self):
+    """The summed matrix, numpy int64 [K, K] (rows: ground truth, columns: prediction)."""
+    return self.matrix.read_value().numpy()
+
+
+@dataclasses.dataclass
+class EvalResults:
+  """Metrics from one confusion matrix; `iou` is NaN for classes absent from GT and prediction."""
+  confusion_matrix: np.ndarray  # int64 [K, K], rows ground truth, columns prediction
+  iou: np.ndarray  # float64 [K]
+  mean_iou: float
+  pixel_accuracy: float
+  mean_accuracy: float  # over the classes that occur in the ground truth
+  num_images: int = 0
+
+
+def iou_from_confusion(confusion_matrix, num_images=0):
+  """EvalResults from cm[true, pred]; a metric with nothing to average over is 0 (divide-no-nan)."""
+  cm = np.asarray(confusion_matrix, np.float64)
+  true_positive = np.diag(cm)
+  ground_truth = cm.sum(axis=1)
+  denominator = ground_truth + cm.sum(axis=0) - true_positive
+  present = denominator > 0
+  iou = np.full(len(cm), np.nan)
+  iou[present] = true_positive[present] / denominator[present]
+  has_gt = ground_truth > 0
+  return EvalResults(
+      confusion_matrix=np.asarray(confusion_matrix, np.int64),
+      iou=iou,
+      mean_iou=float(iou[present].mean()) if present.any() else 0.0,
+      pixel_accuracy=float(true_positive.sum() / cm.sum()) if cm.sum() > 0 else 0.0,
+      mean_accuracy=(float((true_positive[has_gt] / ground_truth[has_gt]).mean())
+                     if has_gt.any() else 0.0),
+      num_images=int(num_images))
+
+
+def evaluate(model, dataset, num_classes, scales=SS_SCALES, flip=False, window=None,
+             strategy: Optional[tf.distribute.Strategy] = None, ignore_label=IGNORE_LABEL,
+             log_every=50) -> EvalResults:
+  """mIoU of `model` over one pass of `dataset` (batches as `input_pipeline.eval_dataset` yields).
+
+  Each batch is distributed over the strategy's replicas (the default strategy when None) and runs
+  `multi_scale_logits` in one `tf.function` step; predictions are the argmax of the averaged logits.
+  """
+  strategy = strategy or tf.distribute.get_strategy()
+  with strategy.scope():
+    matrix = ConfusionMatrix(num_classes, ignore_label)
+
+  def model_fn(images):
+    return model(images, training=False)
+
+  def replica_step(batch):
+    # The last batch may leave a replica no images, and the model cannot run on an empty batch.
+    predictions = tf.cond(
+        tf.shape(batch["image"])[0] > 0,
+        lambda: tf.argmax(multi_scale_logits(model_fn, batch["image"], scales, flip, window), -1,
+                          output_type=tf.int32),
+        lambda: tf.zeros_like(batch["label"]))
+    matrix.update(batch["label"], predictions, batch["height"], batch["width"])
+    return tf.shape(batch["label"])[0]
+
+  def step(batch):
+    images = strategy.run(replica_step, args=(batch,))
+    return strategy.reduce(tf.distribute.ReduceOp.SUM, images, axis=None)
+
+  # Strings cannot be placed on accelerators; filenames are not needed for the metric.
+  dataset = strategy.experimental_distribute_dataset(dataset.map(
+      lambda batch: {key: batch[key] for key in ("image", "label", "height", "width")}))
+  # One trace for the element spec (batch size unknown), not one per batch size.
+  step = tf.function(step, input_signature=[dataset.element_spec])
+  start = time.time()
+  num_images = 0
+  for batches, batch in enumerate(dataset, 1):
+    num_images += int(step(batch))
+    if log_every and batches % log_every == 0:
+      logging.info("evaluated %d images in %.1f s", num_images, time.time() - start)
+  logging.info("evaluated %d images in %.1f s (scales %s, flip %s, window %s)", num_images,
+               time.time() - start, list(scales), flip, window)
+  return iou_from_confusion(matrix.result(), num_images)
+
+
+def format_results(results: EvalResults, class_names: Sequence[str]) -> str:
+  """A table of per-class IoU (%) with class names, then mIoU, pixel and mean class accuracy."""
+  width = max(len("class"), *(len(name) for name in class_names))
+  lines = [f"{'class':<{width}}  IoU (%)"]
+  for name, iou in zip(class_names, results.iou):
+    lines.append(f"{name:<{width}}  " + ("absent" if np.isnan(iou) else f"{100 * iou:7.2f}"))
+  counted = int(np.sum(~np.isnan(results.iou)))
+  lines += [
+      f"{'mIoU':<{width}}  {100 * results.mean_iou:7.2f}  ({counted} of {len(results.iou)} "
+      "classes present)",
+      f"{'pixel accuracy':<{width}}  {100 * results.pixel_accuracy:7.2f}",
+      f"{'mean accuracy':<{width}}  {100 * results.mean_accuracy:7.2f}",
+      f"{'images':<{width}}  {results.num_images}",
+  ]
+  return "\n".join(lines)
+
+
+def results_dict(results: EvalResults, class_names: Sequence[str]):
+  """JSON-ready results; classes absent from GT and prediction have IoU null."""
+  return {
+      "mean_iou": results.mean_iou,
+      "pixel_accuracy": results.pixel_accuracy,
+      "mean_accuracy": results.mean_accuracy,
+      "num_images": results.num_images,
+      "per_class_iou": {name: None if np.isnan(iou) else float(iou)
+                        for name, iou in zip(class_names, results.iou)},
+      "confusion_matrix": results.confusion_matrix.tolist(),
+  }
+
+
+def write_results_json(results: EvalResults, class_names: Sequence[str], path, extra=None):
+  """Writes `results_dict` (plus `extra`, e.g. the protocol) to `path` atomically (temp, rename)."""
+  payload = results_dict(results, class_names)
+  payload.update(extra or {})
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, temp_path = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".",
+                                   suffix=".tmp")
+  try:
+    with os.fdopen(fd, "w") as f:
+      json.dump(payload, f, indent=2)
+    os.replace(temp_path, path)
+  except BaseException:
+    os.unlink(temp_path)
+    raise

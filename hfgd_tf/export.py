@@ -1,0 +1,119 @@
+"""SavedModel export with the normalisation and the inference protocol inside.
+
+The SavedModel (plain `tf.saved_model.save` of a `tf.Module`, loadable with TensorFlow alone, no
+project code) has two signatures, both taking `images`: uint8 [N, H, W, 3] of any N, H, W:
+  serving_default -> {"class_map": int32 [N, H, W]}
+  probabilities   -> {"class_map": int32 [N, H, W], "probabilities": float32 [N, H, W, K]}
+Inside: x*2/255 - 1, then `multi_scale_logits` with the export's scales, flip and window (the
+single-scale or the MS+flip protocol), argmax / softmax at the input resolution. The same two
+functions are also attributes of the loaded object (`loaded.class_map(images)`, ...).
+
+`export_info.json` beside `saved_model.pb` records the classes, palette and protocol. The export is
+written to a temporary sibling directory and renamed into place, so the final path never holds a
+half-written model.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+from typing import Optional, Sequence
+
+import tensorflow as tf
+from absl import logging
+
+from hfgd_tf.evaluation import SS_SCALES, multi_scale_logits
+from hfgd_tf.input_pipeline import normalize_image
+
+SERVING_SIGNATURE = "serving_default"
+PROBABILITIES_SIGNATURE = "probabilities"
+INFO_FILE = "export_info.json"
+
+
+class SegmentationExport(tf.Module):
+  """The model's inference protocol as uint8-in tf.functions of dynamic size.
+
+  The module tracks the model's variables, not the Keras object: SavedModel needs every variable
+  the functions capture to be reachable from the module, and the Keras object graph is not needed
+  to serve (its int-keyed layer dicts, e.g. the decoder's laterals, are not SavedModel-saveable).
+  """
+
+  def __init__(self, model, scales=SS_SCALES, flip=False, window=None):
+    super().__init__(name="segmentation_export")
+    self.model_variables = [variable.value for variable in model.variables]
+    scales = tuple(float(scale) for scale in scales)
+    image_spec = tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")
+
+    def logits(images):  # uint8 [N, H, W, 3] -> float32 [N, H, W, K]
+      return multi_scale_logits(lambda x: model(x, training=False), normalize_image(images),
+                                scales, flip, window)
+
+    def class_map(images):
+      return {"class_map": tf.argmax(logits(images), -1, output_type=tf.int32)}
+
+    def probabilities(images):
+      values = logits(images)
+      return {"class_map": tf.argmax(values, -1, output_type=tf.int32),
+              "probabilities": tf.nn.softmax(values, -1)}
+
+    self.class_map = tf.function(class_map, input_signature=[image_spec])
+    self.probabilities = tf.function(probabilities, input_signature=[image_spec])
+
+
+def export_saved_model(model, export_dir, scales=SS_SCALES, flip=False, window=None,
+                       overwrite=False, class_names: Optional[Sequence[str]] = None,
+                       palette: Optional[Sequence[Sequence[int]]] = None):
+  """Writes `model` with the given protocol as a SavedModel at `export_dir`; returns its path.
+
+  An existing `export_dir` is an error unless `overwrite`, in which case the new export replaces it
+  only once it is complete. class_names/palette (optional) go to export_info.json.
+  """
+  export_dir = os.path.abspath(export_dir)
+  if os.path.exists(export_dir) and not overwrite:
+    raise FileExistsError(f"{export_dir} already exists; pass overwrite=True to replace it")
+  parent = os.path.dirname(export_dir)
+  os.makedirs(parent, exist_ok=True)
+  module = SegmentationExport(model, scales, flip, window)
+  temp_dir = tempfile.mkdtemp(dir=parent, prefix=os.path.basename(export_dir) + ".tmp-")
+  try:
+    tf.saved_model.save(module, temp_dir, signatures={
+        SERVING_SIGNATURE: module.class_map, PROBABILITIES_SIGNATURE: module.probabilities})
+    info = {
+        "signatures": {SERVING_SIGNATURE: ["class_map"],
+                       PROBABILITIES_SIGNATURE: ["class_map", "probabilities"]},
+        "input": "images: uint8 [N, H, W, 3], any size; normalised inside as x*2/255 - 1",
+        "num_classes": int(model.config.num_classes) if hasattr(model, "config") else None,
+        "class_names": list(class_names) if class_names is not None else None,
+        "palette": [list(map(int, colour)) for colour in palette] if palette is not None else None,
+        "scales": [float(scale) for scale in scales],
+        "flip": bool(flip),
+        "window": window if window is None or isinstance(window, int) else list(window),
+    }
+    with open(os.path.join(temp_dir, INFO_FILE), "w") as f:
+      json.dump(info, f, indent=2)
+    _move_into_place(temp_dir, export_dir)
+  except BaseException:
+    shutil.rmtree(temp_dir, ignore_errors=True)
+    raise
+  logging.info("exported SavedModel to %s (scales %s, flip %s, window %s; signatures %s, %s)",
+               export_dir, list(scales), flip, window, SERVING_SIGNATURE,
+               PROBABILITIES_SIGNATURE)
+  return export_dir
+
+
+def _move_into_place(temp_dir, export_dir):
+  """Renames the complete export to `export_dir`; an old export is renamed aside first and deleted
+  after, so `export_dir` is always either the old complete export, absent, or the new one."""
+  if not os.path.exists(export_dir):
+    os.rename(temp_dir, export_dir)
+    return
+  old_dir = tempfile.mkdtemp(dir=os.path.dirname(export_dir),
+                             prefix=os.path.basename(export_dir) + ".old-")
+  os.rmdir(old_dir)
+  os.rename(export_dir, old_dir)
+  try:
+    os.rename(temp_dir, export_dir)
+  except BaseException:
+    os.rename(old_dir, export_dir)
+    raise
+  shutil.rmtree(old_dir)

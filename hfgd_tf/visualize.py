@@ -1,0 +1,48 @@
+"""Class maps to pictures: palette colouring, blending over the image, and atomic PNG writing."""
+
+import os
+import tempfile
+
+import numpy as np
+from PIL import Image
+
+IGNORE_LABEL = 255
+
+
+def colorize(class_map, palette, ignore_label=IGNORE_LABEL):
+  """Class indices [H, W] -> uint8 RGB [H, W, 3] by `palette` (K RGB triples).
+
+  `ignore_label`, and any value with no palette entry, is black.
+  """
+  class_map = np.asarray(class_map)
+  palette = np.asarray(palette, np.uint8).reshape(-1, 3)
+  lookup = np.zeros((max(256, len(palette), int(class_map.max(initial=0)) + 1), 3), np.uint8)
+  lookup[:len(palette)] = palette
+  if 0 <= ignore_label < len(lookup):
+    lookup[ignore_label] = 0
+  return lookup[class_map.astype(np.int64)]
+
+
+def overlay(image_uint8, colour_mask, alpha=0.5):
+  """(1 - alpha) * image + alpha * mask, both uint8 RGB [H, W, 3], rounded to uint8."""
+  image = np.asarray(image_uint8, np.float32)
+  mask = np.asarray(colour_mask, np.float32)
+  if image.shape != mask.shape:
+    raise ValueError(f"image {image.shape} and mask {mask.shape} differ in shape")
+  return np.clip(np.round((1.0 - alpha) * image + alpha * mask), 0, 255).astype(np.uint8)
+
+
+def write_png(path, array):
+  """Writes uint8 [H, W] (grey/indices) or [H, W, 3] (RGB) as PNG via a temporary file and a rename,
+  so a reader never sees a half-written file."""
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, temp_path = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".",
+                                   suffix=".tmp")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      Image.fromarray(np.asarray(array, np.uint8)).save(f, format="PNG")
+    os.replace(temp_path, path)
+  except BaseException:
+    os.unlink(temp_path)
+    raise

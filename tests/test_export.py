@@ -1,0 +1,109 @@
+"""SavedModel export: loaded in a fresh Python process that imports only TensorFlow, its class maps
+equal the in-process argmax of multi_scale_logits pixel for pixel (single scale and MS+flip with a
+sliding window, two image sizes); probabilities sum to 1; no clobbering without `overwrite`."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from hfgd_tf import export
+from hfgd_tf.config import ModelConfig
+from hfgd_tf.evaluation import multi_scale_logits
+from hfgd_tf.input_pipeline import normalize_image
+from hfgd_tf.model import build_model
+
+NUM_CLASSES = 4
+PROTOCOLS = {
+    "single_scale": dict(scales=(1.0,), flip=False, window=None),
+    "ms_flip_window": dict(scales=(0.75, 1.0), flip=True, window=(24, 20)),
+}
+# Runs in a fresh interpreter: no project on the path, cwd elsewhere, only TensorFlow imported.
+LOADER = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    exports, images_file, out_file = sys.argv[1:]
+    images = np.load(images_file)
+    outputs = {}
+    for name in json.loads(exports):
+      loaded = tf.saved_model.load(name)
+      for key, batch in images.items():
+        served = loaded.signatures["serving_default"](images=tf.constant(batch))
+        probs = loaded.signatures["probabilities"](images=tf.constant(batch))
+        outputs[f"{name}|{key}|class_map"] = served["class_map"].numpy()
+        outputs[f"{name}|{key}|probs_class_map"] = probs["class_map"].numpy()
+        outputs[f"{name}|{key}|probabilities"] = probs["probabilities"].numpy()
+    assert not any(module.startswith("hfgd_tf") for module in sys.modules), "project imported"
+    np.savez(out_file, **outputs)
+""")
+
+
+@pytest.fixture(scope="module")
+def model():
+  return build_model(ModelConfig(num_classes=NUM_CLASSES, backbone="resnet_test",
+                                 encoder_filters=32, decoder_filters=16))
+
+
+def test_exported_class_maps_equal_in_process_evaluation(model, tmp_path):
+  rng = np.random.RandomState(0)
+  images = {"a": rng.randint(0, 256, (2, 29, 37, 3)).astype(np.uint8),
+            "b": rng.randint(0, 256, (1, 20, 16, 3)).astype(np.uint8)}
+  export_dirs = {}
+  for name, protocol in PROTOCOLS.items():
+    export_dirs[name] = export.export_saved_model(
+        model, str(tmp_path / name), class_names=["a", "b", "c", "d"],
+        palette=[(0, 0, 0), (255, 0, 0), (0, 255, 0), (0, 0, 255)], **protocol)
+  images_file, out_file = str(tmp_path / "images.npz"), str(tmp_path / "outputs.npz")
+  np.savez(images_file, **images)
+  env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+  env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+  result = subprocess.run(
+      [sys.executable, "-c", LOADER, json.dumps(list(export_dirs.values())), images_file,
+       out_file], cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300,
+      check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  served = np.load(out_file)
+
+  for name, protocol in PROTOCOLS.items():
+    info = json.loads((tmp_path / name / export.INFO_FILE).read_text())
+    assert info["scales"] == list(protocol["scales"]) and info["flip"] == protocol["flip"]
+    assert info["class_names"] == ["a", "b", "c", "d"]
+    for key, batch in images.items():
+      logits = multi_scale_logits(lambda x: model(x, training=False), normalize_image(batch),
+                                  **protocol)
+      expected = np.argmax(logits.numpy(), -1)
+      prefix = f"{export_dirs[name]}|{key}|"
+      assert served[prefix + "class_map"].shape == batch.shape[:3]
+      assert served[prefix + "class_map"].dtype == np.int32
+      np.testing.assert_array_equal(served[prefix + "class_map"], expected)
+      np.testing.assert_array_equal(served[prefix + "probs_class_map"], expected)
+      probabilities = served[prefix + "probabilities"]
+      assert probabilities.shape == batch.shape[:3] + (NUM_CLASSES,)
+      np.testing.assert_allclose(probabilities.sum(-1), 1.0, rtol=1e-5)
+      np.testing.assert_allclose(probabilities, tf.nn.softmax(logits).numpy(), rtol=1e-4,
+                                 atol=1e-6)
+  # The two protocols are not the same function, or the parity above would be half a test.
+  assert not np.array_equal(served[f"{export_dirs['single_scale']}|a|probabilities"],
+                            served[f"{export_dirs['ms_flip_window']}|a|probabilities"])
+
+
+def test_export_refuses_to_clobber_without_overwrite(model, tmp_path):
+  target = tmp_path / "export"
+  export.export_saved_model(model, str(target))
+  marker = target / "marker"
+  marker.write_text("old export")
+  with pytest.raises(FileExistsError, match="overwrite"):
+    export.export_saved_model(model, str(target))
+  assert marker.exists()
+
+  export.export_saved_model(model, str(target), scales=(0.5, 1.0), overwrite=True)
+  assert not marker.exists()
+  assert json.loads((target / export.INFO_FILE).read_text())["scales"] == [0.5, 1.0]
+  assert (target / "saved_model.pb").exists()
+  assert sorted(os.listdir(tmp_path)) == ["export"]  # no temporary or old directories left
