@@ -18,6 +18,7 @@ from absl import app, flags, logging
 
 from hfgd_tf.flagfiles import expand_flagfiles
 from hfgd_tf.flags import define_all_flags, run_config_from_flags
+from hfgd_tf.run_config import FlagError
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 DEMO_FLAGFILE = os.path.join(ROOT, "experiments", "builtin", "demo.cfg")
@@ -172,13 +173,12 @@ def run_flops(settings):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  try:
-    settings = run_config_from_flags(FLAGS, FLAGS.mode)
-  except ValueError as error:
-    sys.exit(f"error: {error}")
   runners = {"train": run_train, "eval": run_eval, "predict": run_predict, "export": run_export,
              "benchmark": run_benchmark, "flops": run_flops}
-  runners[FLAGS.mode](settings)
+  try:
+    runners[FLAGS.mode](run_config_from_flags(FLAGS, FLAGS.mode))
+  except FlagError as error:
+    sys.exit(f"error: {error}")
 
 
 def run():

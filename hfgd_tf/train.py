@@ -41,6 +41,7 @@ from hfgd_tf.checkpoints import model_state, optimizer_state, restore_model_weig
 from hfgd_tf.distribution import is_chief, worker_dir
 from hfgd_tf.losses import segmentation_losses
 from hfgd_tf.model import build_model
+from hfgd_tf.run_config import FlagError
 
 # AdamW never decays variables whose path contains one of these (the original's list), nor any
 # variable of a normalisation layer.
@@ -193,7 +194,7 @@ class Trainer:
     self.strategy = strategy
     self.num_replicas = strategy.num_replicas_in_sync
     if train.batch_size % self.num_replicas:
-      raise ValueError(f"--batch_size: {train.batch_size} does not split evenly over "
+      raise FlagError(f"--batch_size: {train.batch_size} does not split evenly over "
                        f"{self.num_replicas} replicas")
     self.model_config = dataclasses.replace(model_config, sync_batch_norm=self.num_replicas > 1)
     self.palette = palette
@@ -403,7 +404,7 @@ class PeriodicEval:
 def restore_model(model_config, checkpoint_dir):
   """The model of the latest checkpoint in `checkpoint_dir` (weights only; plain BN)."""
   if tf.train.latest_checkpoint(checkpoint_dir) is None:
-    raise FileNotFoundError(f"--checkpoint_dir: no checkpoint in {checkpoint_dir}")
+    raise FlagError(f"--checkpoint_dir: no checkpoint in {checkpoint_dir}")
   model = build_model(dataclasses.replace(model_config, sync_batch_norm=False))
   restore_model_weights(model, checkpoint_dir)
   return model
