@@ -149,8 +149,8 @@ def run_export(settings, model=None):
 
 
 def run_benchmark(settings):
-  from hfgd_tf.benchmark import run_benchmark as benchmark  # pylint: disable=import-outside-toplevel
-  benchmark(settings, steps=FLAGS.benchmark_steps)
+  from hfgd_tf import benchmark  # pylint: disable=import-outside-toplevel
+  benchmark.run_benchmark(settings, steps=FLAGS.benchmark_steps)
 
 
 def run_flops(settings):
@@ -166,7 +166,8 @@ def run_flops(settings):
   decoder = (config.decoder if config.decoder == "none"
              else f"{config.decoder} OS={config.decoder_output_stride}")
   title = (f"{config.backbone} (OS={config.backbone_output_stride}) / {config.encoder} / {decoder}"
-           f" / HFGM={config.hfgm}: {FLAGS.flops_height}x{FLAGS.flops_width}x3, K={config.num_classes}")
+           f" / HFGM={config.hfgm}: {FLAGS.flops_height}x{FLAGS.flops_width}x3, "
+           f"K={config.num_classes}")
   logging.info("\n%s", format_complexity(report, title))
 
 

@@ -5,8 +5,8 @@ What it reproduces from the original (reference §1.3, §7), on Keras 3:
   * loss per replica = CE over all pixels of its local batch (ignored ones counted in the mean) +
     weighted CAE CE + CAR terms + L2, divided by num_replicas; gradients are summed across replicas
     (Keras 2's aggregation);
-  * SGD momentum 0.9 with an L2 penalty wd * sum(w^2) on every conv/dense kernel (or the head's only,
-    as Keras 2 effectively did), or AdamW with decoupled decay, skipping biases, norm layers,
+  * SGD momentum 0.9 with an L2 penalty wd * sum(w^2) on every conv/dense kernel (or the head's
+    only, as Keras 2 effectively did), or AdamW with decoupled decay, skipping biases, norm layers,
     position tables and the patch embedding; poly decay (power 0.9) to the end LR over the run,
     optionally after a linear warm-up; optional layer-wise LR decay for the backbone;
   * synchronized BN when there is more than one replica, plain BN on one;
