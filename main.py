@@ -18,6 +18,7 @@ from absl import app, flags, logging
 
 from hfgd_tf.flagfiles import expand_flagfiles
 from hfgd_tf.flags import define_all_flags, run_config_from_flags
+from hfgd_tf.run_config import FlagError
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 DEMO_FLAGFILE = os.path.join(ROOT, "experiments", "builtin", "demo.cfg")
@@ -148,8 +149,8 @@ def run_export(settings, model=None):
 
 
 def run_benchmark(settings):
-  from hfgd_tf.benchmark import run_benchmark as benchmark  # pylint: disable=import-outside-toplevel
-  benchmark(settings, steps=FLAGS.benchmark_steps)
+  from hfgd_tf import benchmark  # pylint: disable=import-outside-toplevel
+  benchmark.run_benchmark(settings, steps=FLAGS.benchmark_steps)
 
 
 def run_flops(settings):
@@ -165,20 +166,20 @@ def run_flops(settings):
   decoder = (config.decoder if config.decoder == "none"
              else f"{config.decoder} OS={config.decoder_output_stride}")
   title = (f"{config.backbone} (OS={config.backbone_output_stride}) / {config.encoder} / {decoder}"
-           f" / HFGM={config.hfgm}: {FLAGS.flops_height}x{FLAGS.flops_width}x3, K={config.num_classes}")
+           f" / HFGM={config.hfgm}: {FLAGS.flops_height}x{FLAGS.flops_width}x3, "
+           f"K={config.num_classes}")
   logging.info("\n%s", format_complexity(report, title))
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  try:
-    settings = run_config_from_flags(FLAGS, FLAGS.mode)
-  except ValueError as error:
-    sys.exit(f"error: {error}")
   runners = {"train": run_train, "eval": run_eval, "predict": run_predict, "export": run_export,
              "benchmark": run_benchmark, "flops": run_flops}
-  runners[FLAGS.mode](settings)
+  try:
+    runners[FLAGS.mode](run_config_from_flags(FLAGS, FLAGS.mode))
+  except FlagError as error:
+    sys.exit(f"error: {error}")
 
 
 def run():

@@ -73,8 +73,9 @@ def measure(model_config, train_config, eval_size, eval_batch_size, steps):
   train_rate = _timed(train_step, steps)
   infer_rate = _timed(infer_step, steps) * eval_batch_size
   memory, kind = _peak_memory_mb(tf)
+  params = int(sum(variable.numpy().size for variable in model.trainable_variables))
   return {"train_steps_per_s": train_rate, "images_per_s": infer_rate, "peak_memory_mb": memory,
-          "memory_kind": kind, "params": int(sum(v.numpy().size for v in model.trainable_variables))}
+          "memory_kind": kind, "params": params}
 
 
 def run_benchmark(settings, steps=10):

@@ -14,7 +14,7 @@ from typing import Optional
 from absl import flags
 
 from hfgd_tf.config import DECODERS, ENCODERS, ModelConfig
-from hfgd_tf.run_config import EvalConfig, TrainConfig
+from hfgd_tf.run_config import EvalConfig, FlagError, TrainConfig
 
 _ENUMS = {"encoder": ENCODERS, "decoder": DECODERS}
 _HELP = {
@@ -228,7 +228,7 @@ class RunSettings:
 
 
 def _fail(flag, message):
-  raise ValueError(f"--{flag}: {message}")
+  raise FlagError(f"--{flag}: {message}")
 
 
 def _positive(flag_values, *names):
@@ -268,8 +268,8 @@ def _check_data_dir(train, dataset_info, needs_data, splits):
     if train.dataset == "builtin":
       train.data_dir = BUILTIN_DATA_DIR
     return
-  if train.dataset == "builtin" or not needs_data:
-    return  # The built-in dataset is generated on demand.
+  if train.dataset == "builtin" or not needs_data or "://" in train.data_dir:
+    return  # The built-in dataset is generated on demand; remote folders (gs://) are not listed.
   if not os.path.isdir(train.data_dir):
     _fail("data_dir", f"{train.data_dir} is not a folder")
   for split in splits:
@@ -279,7 +279,7 @@ def _check_data_dir(train, dataset_info, needs_data, splits):
 
 
 def run_config_from_flags(flag_values=flags.FLAGS, mode="train"):
-  """RunSettings from the flags; ValueError naming the flag for any bad or inconsistent value.
+  """RunSettings from the flags; FlagError naming the flag for any bad or inconsistent value.
 
   Needs no TensorFlow and builds nothing, so a wrong flagfile fails in a second.
   """
@@ -301,7 +301,7 @@ def run_config_from_flags(flag_values=flags.FLAGS, mode="train"):
     model = dataclasses.replace(model_config_from_flags(flag_values),
                                 num_classes=dataset_info.num_classes).validate()
   except ValueError as error:
-    raise ValueError(f"model flags: {error}") from error
+    raise FlagError(f"model flags: {error}") from error
 
   _positive(flag_values, "batch_size", "train_steps", "learning_rate", "checkpoint_every",
             "max_checkpoints_to_keep", "log_every", "image_summary_every", "eval_batch_size",

@@ -8,6 +8,10 @@ import dataclasses
 from typing import Optional, Tuple
 
 
+class FlagError(ValueError):
+  """A flag value that cannot work; the message starts with --<flag>: and says why."""
+
+
 @dataclasses.dataclass
 class EvalConfig:
   """Inference protocol: logits averaged over scales (and flips), optionally window by window."""

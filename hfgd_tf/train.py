@@ -5,8 +5,8 @@ What it reproduces from the original (reference §1.3, §7), on Keras 3:
   * loss per replica = CE over all pixels of its local batch (ignored ones counted in the mean) +
     weighted CAE CE + CAR terms + L2, divided by num_replicas; gradients are summed across replicas
     (Keras 2's aggregation);
-  * SGD momentum 0.9 with an L2 penalty wd * sum(w^2) on every conv/dense kernel (or the head's only,
-    as Keras 2 effectively did), or AdamW with decoupled decay, skipping biases, norm layers,
+  * SGD momentum 0.9 with an L2 penalty wd * sum(w^2) on every conv/dense kernel (or the head's
+    only, as Keras 2 effectively did), or AdamW with decoupled decay, skipping biases, norm layers,
     position tables and the patch embedding; poly decay (power 0.9) to the end LR over the run,
     optionally after a linear warm-up; optional layer-wise LR decay for the backbone;
   * synchronized BN when there is more than one replica, plain BN on one;
@@ -41,6 +41,7 @@ from hfgd_tf.checkpoints import model_state, optimizer_state, restore_model_weig
 from hfgd_tf.distribution import is_chief, worker_dir
 from hfgd_tf.losses import segmentation_losses
 from hfgd_tf.model import build_model
+from hfgd_tf.run_config import FlagError
 
 # AdamW never decays variables whose path contains one of these (the original's list), nor any
 # variable of a normalisation layer.
@@ -193,7 +194,7 @@ class Trainer:
     self.strategy = strategy
     self.num_replicas = strategy.num_replicas_in_sync
     if train.batch_size % self.num_replicas:
-      raise ValueError(f"--batch_size: {train.batch_size} does not split evenly over "
+      raise FlagError(f"--batch_size: {train.batch_size} does not split evenly over "
                        f"{self.num_replicas} replicas")
     self.model_config = dataclasses.replace(model_config, sync_batch_norm=self.num_replicas > 1)
     self.palette = palette
@@ -403,7 +404,7 @@ class PeriodicEval:
 def restore_model(model_config, checkpoint_dir):
   """The model of the latest checkpoint in `checkpoint_dir` (weights only; plain BN)."""
   if tf.train.latest_checkpoint(checkpoint_dir) is None:
-    raise FileNotFoundError(f"--checkpoint_dir: no checkpoint in {checkpoint_dir}")
+    raise FlagError(f"--checkpoint_dir: no checkpoint in {checkpoint_dir}")
   model = build_model(dataclasses.replace(model_config, sync_batch_norm=False))
   restore_model_weights(model, checkpoint_dir)
   return model

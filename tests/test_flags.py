@@ -104,3 +104,11 @@ def test_main_reports_a_missing_data_dir_in_one_line():
 def test_main_reports_a_missing_flagfile():
   result = _main("--flagfile=/nonexistent.cfg")
   assert result.returncode != 0 and "/nonexistent.cfg does not exist" in result.stderr
+
+
+def test_main_eval_without_a_checkpoint_names_the_folder(tmp_path):
+  result = _main("--mode=eval", f"--model_dir={tmp_path}", f"--data_dir={tmp_path}/data",
+                 "--builtin_num_train=16", "--builtin_num_val=4")
+  assert result.returncode != 0
+  assert result.stderr.strip().splitlines()[-1] == (
+      f"error: --checkpoint_dir: no checkpoint in {tmp_path}/checkpoints")

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -164,6 +165,21 @@ def test_layerwise_lr_decay_scales_backbone_updates(data_dir, tmp_path):
   trainer.optimizer.apply_gradients([(gradient, variable)])
   np.testing.assert_allclose(before - variable.numpy(),
                              config.learning_rate * multipliers[variable.path], rtol=1e-2)
+
+
+@pytest.mark.parametrize("precision", ["float16", "bfloat16"])
+def test_mixed_precision_trains_and_resumes(data_dir, tmp_path, precision):
+  config = _train_config(data_dir, tmp_path, mixed_precision=precision, train_steps=2,
+                         checkpoint_every=2)
+  trainer = _trainer(config)
+  assert trainer.model.backbone.layers[1].compute_dtype == precision
+  results = trainer.train()
+  assert np.isfinite(results["last_loss"])
+  if precision == "float16":  # dynamic loss scaling, its scale saved and resumed
+    assert isinstance(trainer.optimizer, keras.optimizers.LossScaleOptimizer)
+    resumed = _trainer(dataclasses.replace(config, train_steps=3))
+    assert int(resumed.step.numpy()) == 2
+    assert np.isfinite(resumed.train()["last_loss"])
 
 
 def _main(*arguments):
