@@ -51,7 +51,7 @@ def measure(model_config, train_config, eval_size, eval_batch_size, steps):
   set_precision(train_config.mixed_precision)
   model = build_model(model_config)
   optimizer = build_optimizer(train_config, model)
-  batch, height, width = train_config.batch_size, train_config.crop_height, train_config.crop_width
+  batch, height, width = train_config.batch_size, train_config.augment.crop_height, train_config.augment.crop_width
   images = tf.random.uniform([batch, height, width, 3], -1.0, 1.0)
   labels = tf.random.uniform([batch, height, width], 0, model_config.num_classes, tf.int32)
   eval_images = tf.random.uniform([eval_batch_size, *eval_size, 3], -1.0, 1.0)
@@ -89,8 +89,8 @@ def run_benchmark(settings, steps=10):
       results[name] = pool.apply(measure, (config.to_dict(), settings.train, eval_size,
                                            settings.eval.batch_size, steps))
   ours, base = results["configured"], results["sfpn baseline"]
-  lines = [f"Benchmark: train batch {settings.train.batch_size} at {settings.train.crop_height}x"
-           f"{settings.train.crop_width}, inference batch {settings.eval.batch_size} at "
+  lines = [f"Benchmark: train batch {settings.train.batch_size} at {settings.train.augment.crop_height}x"
+           f"{settings.train.augment.crop_width}, inference batch {settings.eval.batch_size} at "
            f"{eval_size[0]}x{eval_size[1]}, precision {settings.train.mixed_precision}, "
            f"{steps} timed steps",
            f"{'':16}{'train steps/s':>14}{'images/s':>12}{'peak MiB':>12}{'params (M)':>12}"]

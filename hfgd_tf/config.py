@@ -1,13 +1,45 @@
-"""The model configuration: one dataclass whose fields the flags fill.
+"""The model and augmentation configurations: dataclasses whose fields the flags fill.
 
-Each row of the paper's ablation tables is one setting of these fields (see experiments/).
+Each row of the paper's ablation tables is one setting of ModelConfig (see experiments/). Nothing
+here imports TensorFlow, so flags can be checked before anything is built.
 """
 
 import dataclasses
 from typing import Optional
 
+import numpy as np
+
 ENCODERS = ("identity", "aspp", "ocr", "sa", "sa_car", "cae")
 DECODERS = ("none", "sfpn", "usfpn")
+IGNORE_LABEL = 255
+
+
+@dataclasses.dataclass
+class AugmentConfig:
+  """Training augmentation; defaults are the HFGD-era iDS ones at crop 513.
+
+  Set min_scale = max_scale = 1 to switch random scaling off.
+  """
+  crop_height: int = 513
+  crop_width: int = 513
+  min_scale: float = 0.5
+  max_scale: float = 2.0
+  scale_step: float = 0.25
+  random_brightness: bool = True
+  photometric_distortion: bool = False
+  flip: bool = True
+  ignore_label: int = IGNORE_LABEL
+
+  def scales(self):
+    """The discrete scale set, e.g. [0.5, 0.75, ..., 2.0] (the original's linspace)."""
+    if self.max_scale < self.min_scale:
+      raise ValueError(f"max_scale {self.max_scale} < min_scale {self.min_scale}")
+    if self.max_scale == self.min_scale:
+      return np.array([self.min_scale], np.float32)
+    if self.scale_step <= 0:
+      raise ValueError(f"scale_step must be > 0, got {self.scale_step}")
+    count = int(round((self.max_scale - self.min_scale) / self.scale_step)) + 1
+    return np.linspace(self.min_scale, self.max_scale, count).astype(np.float32)
 
 
 @dataclasses.dataclass

@@ -13,7 +13,7 @@ from typing import Optional
 
 from absl import flags
 
-from hfgd_tf.config import DECODERS, ENCODERS, ModelConfig
+from hfgd_tf.config import DECODERS, ENCODERS, AugmentConfig, ModelConfig
 from hfgd_tf.run_config import EvalConfig, FlagError, TrainConfig
 
 _ENUMS = {"encoder": ENCODERS, "decoder": DECODERS}
@@ -287,9 +287,14 @@ def run_config_from_flags(flag_values=flags.FLAGS, mode="train"):
   dataset_info = get_dataset_info(flag_values.dataset)
   values = {name: flag_values[name].value for name in TrainConfig.__dataclass_fields__
             if name in flag_values}
-  train = TrainConfig(**values)
-  train.crop_height = flag_values.crop_height or dataset_info.crop_size[0]
-  train.crop_width = flag_values.crop_width or dataset_info.crop_size[1]
+  augment = AugmentConfig(
+      crop_height=flag_values.crop_height or dataset_info.crop_size[0],
+      crop_width=flag_values.crop_width or dataset_info.crop_size[1],
+      min_scale=flag_values.min_scale, max_scale=flag_values.max_scale,
+      scale_step=flag_values.scale_step, random_brightness=flag_values.random_brightness,
+      photometric_distortion=flag_values.photometric_distortion, flip=flag_values.random_flip,
+      ignore_label=dataset_info.ignore_label)
+  train = TrainConfig(augment=augment, **values)
 
   if flag_values["num_classes"].present and flag_values.num_classes != dataset_info.num_classes:
     _fail("num_classes", f"{flag_values.num_classes} conflicts with dataset={dataset_info.name}, "
@@ -319,9 +324,9 @@ def run_config_from_flags(flag_values=flags.FLAGS, mode="train"):
           f"{train.learning_rate}")
   if train.layerwise_lr_decay is not None and not 0 < train.layerwise_lr_decay <= 1:
     _fail("layerwise_lr_decay", f"must be in (0, 1], got {train.layerwise_lr_decay}")
-  if not 0 < train.min_scale <= train.max_scale:
-    _fail("min_scale", f"need 0 < min_scale <= max_scale, got {train.min_scale} and "
-          f"{train.max_scale}")
+  if not 0 < augment.min_scale <= augment.max_scale:
+    _fail("min_scale", f"need 0 < min_scale <= max_scale, got {augment.min_scale} and "
+          f"{augment.max_scale}")
   if train.distribution == "tpu" and train.tpu is None:
     _fail("tpu", "distribution=tpu needs --tpu (a TPU name or address, '' for a local TPU)")
   if train.tpu is not None and train.distribution != "tpu":
@@ -340,8 +345,8 @@ def run_config_from_flags(flag_values=flags.FLAGS, mode="train"):
       eval_height=flag_values.eval_height or dataset_info.eval_size[0],
       eval_width=flag_values.eval_width or dataset_info.eval_size[1],
       max_examples=flag_values.max_eval_examples)
-  if (train.crop_height > evaluation.eval_height or train.crop_width > evaluation.eval_width):
-    _fail("crop_height", f"crop {train.crop_height}x{train.crop_width} is larger than the eval "
+  if augment.crop_height > evaluation.eval_height or augment.crop_width > evaluation.eval_width:
+    _fail("crop_height", f"crop {augment.crop_height}x{augment.crop_width} is larger than the eval "
           f"size {evaluation.eval_height}x{evaluation.eval_width}; lower the crop or raise "
           "--eval_height/--eval_width")
 

@@ -21,14 +21,14 @@ record. iDS Pascal Context uses 0 as ignore and 1..59 as classes: pass `ids_igno
 value `DatasetInfo.ids_ignore_label` holds) to map it to 0..58 and 255.
 """
 
-import dataclasses
 import os
 from typing import Optional, Sequence, Union
 
 import numpy as np
 import tensorflow as tf
 
-IGNORE_LABEL = 255
+from hfgd_tf.config import IGNORE_LABEL, AugmentConfig
+from hfgd_tf.layers.common import resize
 # Value that normalises to 0; the original's "mean pixel" for image padding.
 IMAGE_PAD_VALUE = 127.5
 # The shard writer's temporary suffix; such files are never read.
@@ -45,34 +45,6 @@ _FEATURES = {
     "height": tf.io.FixedLenFeature([], tf.int64, default_value=0),
     "width": tf.io.FixedLenFeature([], tf.int64, default_value=0),
 }
-
-
-@dataclasses.dataclass
-class AugmentConfig:
-  """Training augmentation; defaults are the HFGD-era iDS ones at crop 513.
-
-  Set min_scale = max_scale = 1 to switch random scaling off.
-  """
-  crop_height: int = 513
-  crop_width: int = 513
-  min_scale: float = 0.5
-  max_scale: float = 2.0
-  scale_step: float = 0.25
-  random_brightness: bool = True
-  photometric_distortion: bool = False
-  flip: bool = True
-  ignore_label: int = IGNORE_LABEL
-
-  def scales(self):
-    """The discrete scale set, e.g. [0.5, 0.75, ..., 2.0] (the original's linspace)."""
-    if self.max_scale < self.min_scale:
-      raise ValueError(f"max_scale {self.max_scale} < min_scale {self.min_scale}")
-    if self.max_scale == self.min_scale:
-      return np.array([self.min_scale], np.float32)
-    if self.scale_step <= 0:
-      raise ValueError(f"scale_step must be > 0, got {self.scale_step}")
-    count = int(round((self.max_scale - self.min_scale) / self.scale_step)) + 1
-    return np.linspace(self.min_scale, self.max_scale, count).astype(np.float32)
 
 
 def normalize_image(image):
@@ -198,10 +170,8 @@ def _decoded(record, path, validate_labels, num_classes, ignore_label, ids_ignor
 def _resize(image, label, height, width):
   """Align-corners resize: image bilinear [H, W, 3], label nearest [H, W] -> [height, width]."""
   size = tf.stack([height, width])
-  image = tf.raw_ops.ResizeBilinear(images=image[None], size=size, align_corners=True,
-                                    half_pixel_centers=False)[0]
-  label = tf.raw_ops.ResizeNearestNeighbor(images=label[None, :, :, None], size=size,
-                                           align_corners=True, half_pixel_centers=False)[0, :, :, 0]
+  image = resize(image[None], size, align_corners=True)[0]
+  label = resize(label[None, :, :, None], size, align_corners=True, method="nearest")[0, :, :, 0]
   return image, label
 
 

@@ -7,6 +7,8 @@ No TensorFlow import here, so flags can be validated before anything heavy start
 import dataclasses
 from typing import Optional, Tuple
 
+from hfgd_tf.config import AugmentConfig
+
 
 class FlagError(ValueError):
   """A flag value that cannot work; the message starts with --<flag>: and says why."""
@@ -31,14 +33,7 @@ class TrainConfig:
   data_dir: Optional[str] = None
   train_split: str = "train"
   eval_split: str = "val"
-  crop_height: int = 513
-  crop_width: int = 513
-  min_scale: float = 0.5
-  max_scale: float = 2.0
-  scale_step: float = 0.25
-  random_brightness: bool = True
-  photometric_distortion: bool = False
-  random_flip: bool = True
+  augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
   shuffle_buffer: int = 1000
   validate_labels: bool = False
 

@@ -256,15 +256,9 @@ class Trainer:
 
   def _dataset(self, input_context, seed):
     train = self.train_config
-    augment = input_pipeline.AugmentConfig(
-        crop_height=train.crop_height, crop_width=train.crop_width, min_scale=train.min_scale,
-        max_scale=train.max_scale, scale_step=train.scale_step,
-        random_brightness=train.random_brightness,
-        photometric_distortion=train.photometric_distortion, flip=train.random_flip,
-        ignore_label=self.model_config.ignore_label)
     pattern = os.path.join(train.data_dir, f"{train.train_split}-*.tfrecord")
     return input_pipeline.train_dataset(
-        pattern, train.batch_size, augment, seed=seed, input_context=input_context,
+        pattern, train.batch_size, train.augment, seed=seed, input_context=input_context,
         shuffle_buffer=train.shuffle_buffer, validate_labels=train.validate_labels,
         num_classes=self.model_config.num_classes)
 

@@ -35,7 +35,7 @@ def test_every_flagfile_parses_into_valid_configs(path):
   # flops needs no data, so the dataset folders the flagfiles name need not exist here.
   settings = _settings(f"--flagfile={path}", mode="flops")
   assert settings.model.num_classes == settings.dataset_info.num_classes
-  assert settings.train.crop_height <= settings.eval.eval_height
+  assert settings.train.augment.crop_height <= settings.eval.eval_height
 
 
 def test_sgd_ablation_base_is_the_papers_recipe():
@@ -43,7 +43,7 @@ def test_sgd_ablation_base_is_the_papers_recipe():
   train = settings.train
   assert (train.optimizer, train.learning_rate, train.momentum, train.weight_decay,
           train.batch_size, train.poly_power) == ("sgd", 0.01, 0.9, 1e-4, 16, 0.9)
-  assert train.random_brightness and not train.photometric_distortion
+  assert train.augment.random_brightness and not train.augment.photometric_distortion
   assert settings.model.bn_momentum == 0.9997
 
 
@@ -52,14 +52,14 @@ def test_adamw_base_and_multi_scale_eval():
                        f"--flagfile={ROOT}/experiments/common/eval_mf.cfg")
   assert (settings.train.optimizer, settings.train.learning_rate,
           settings.train.adamw_weight_decay) == ("adamw", 4e-5, 0.05)
-  assert settings.train.photometric_distortion
+  assert settings.train.augment.photometric_distortion
   assert settings.eval.scales == (0.5, 0.75, 1.0, 1.25, 1.5, 1.75) and settings.eval.flip
 
 
 def test_dataset_gives_classes_and_sizes():
   settings = _settings("--dataset=cityscapes", "--mode=flops")
   assert settings.model.num_classes == 19
-  assert (settings.train.crop_height, settings.train.crop_width) == (513, 1025)
+  assert (settings.train.augment.crop_height, settings.train.augment.crop_width) == (513, 1025)
   assert (settings.eval.eval_height, settings.eval.eval_width) == (1025, 2049)
 
 

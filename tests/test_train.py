@@ -16,7 +16,7 @@ import tensorflow as tf
 from datasets.builtin import ensure_builtin_dataset
 from hfgd_tf import train as train_lib
 from hfgd_tf.backbones.layer_decay import num_depths
-from hfgd_tf.config import ModelConfig
+from hfgd_tf.config import AugmentConfig, ModelConfig
 from hfgd_tf.run_config import TrainConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,8 +31,8 @@ def data_dir(tmp_path_factory):
 
 def _train_config(data_dir, checkpoint_dir, **overrides):
   values = dict(data_dir=data_dir, checkpoint_dir=str(checkpoint_dir),
-                tensorboard_dir=str(checkpoint_dir / "tb"), crop_height=33, crop_width=33,
-                batch_size=2, train_steps=6, optimizer="adamw", learning_rate=3e-3,
+                tensorboard_dir=str(checkpoint_dir / "tb"),
+                augment=AugmentConfig(crop_height=33, crop_width=33), batch_size=2, train_steps=6, optimizer="adamw", learning_rate=3e-3,
                 checkpoint_every=3, log_every=3, image_summary_every=3, shuffle_buffer=16,
                 seed=1)
   values.update(overrides)
@@ -54,7 +54,8 @@ def test_loss_decreases_and_eval_gives_finite_miou(data_dir, tmp_path):
   validation = train_lib.PeriodicEval(os.path.join(data_dir, "val-*.tfrecord"), 7, 129, 129,
                                       batch_size=2)
   config = _train_config(data_dir, tmp_path, train_steps=16, log_every=1, eval_every=8,
-                         min_scale=1.0, max_scale=1.0)
+                         augment=AugmentConfig(crop_height=33, crop_width=33, min_scale=1.0,
+                                               max_scale=1.0))
   trainer = _trainer(config, validation)
   losses = []
   original_log = trainer._log

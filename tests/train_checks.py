@@ -20,7 +20,7 @@ if sys.argv[1] == "mirrored":
 
 # pylint: disable=wrong-import-position
 from hfgd_tf import train as train_lib  # noqa: E402
-from hfgd_tf.config import ModelConfig  # noqa: E402
+from hfgd_tf.config import AugmentConfig, ModelConfig  # noqa: E402
 from hfgd_tf.distribution import create_strategy  # noqa: E402
 from hfgd_tf.run_config import TrainConfig  # noqa: E402
 
@@ -32,8 +32,9 @@ MODEL = ModelConfig(num_classes=7, backbone="resnet_test", encoder_filters=16, c
 
 def _config(data_dir, checkpoint_dir, **overrides):
   values = dict(data_dir=data_dir, checkpoint_dir=checkpoint_dir,
-                tensorboard_dir=os.path.join(checkpoint_dir, "tb"), crop_height=33, crop_width=33,
-                min_scale=1.0, max_scale=1.0, batch_size=4, train_steps=1, optimizer="sgd",
+                tensorboard_dir=os.path.join(checkpoint_dir, "tb"),
+                augment=AugmentConfig(crop_height=33, crop_width=33, min_scale=1.0, max_scale=1.0),
+                batch_size=4, train_steps=1, optimizer="sgd",
                 learning_rate=0.02, weight_decay=1e-4, checkpoint_every=100, log_every=1,
                 image_summary_every=100, shuffle_buffer=16, seed=3)
   values.update(overrides)
