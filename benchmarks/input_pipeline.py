@@ -16,13 +16,14 @@ import numpy as np
 from absl import app, flags
 from PIL import Image
 
-from datasets import core
+from datasets import core, records
 from hfgd_tf.quiet_import import import_tensorflow_quietly
 
 tf = import_tensorflow_quietly()
 
 from datasets import tfrecord  # pylint: disable=wrong-import-position  (after the quiet TF import)
 from hfgd_tf import input_pipeline  # pylint: disable=wrong-import-position
+from hfgd_tf.config import IGNORE_LABEL
 
 _NUM_IMAGES = flags.DEFINE_integer("num_images", 64, "Synthetic records to write.")
 _NUM_SHARDS = flags.DEFINE_integer("num_shards", 8, "Shard files they are spread over.")
@@ -43,7 +44,7 @@ def _synthetic_example(rng, index):
   Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(buffer, format="JPEG", quality=95)
   label = np.kron(rng.integers(0, 60, (height // 25 + 1, width // 25 + 1)),
                   np.ones((25, 25), np.int64))[:height, :width].astype(np.uint8)
-  label[label == 59] = core.IGNORE_LABEL
+  label[label == 59] = IGNORE_LABEL
   return core.EncodedExample(f"synthetic_{index:05d}", buffer.getvalue(), "jpeg", label)
 
 
@@ -52,11 +53,11 @@ def _write_records(directory):
   examples = [_synthetic_example(rng, index) for index in range(_NUM_IMAGES.value)]
   bounds = np.linspace(0, len(examples), _NUM_SHARDS.value + 1).astype(int)
   for shard in range(_NUM_SHARDS.value):
-    path = f"{directory}/{tfrecord.shard_filename('train', shard, _NUM_SHARDS.value)}"
+    path = f"{directory}/{records.shard_filename('train', shard, _NUM_SHARDS.value)}"
     with tf.io.TFRecordWriter(path) as writer:
       for example in examples[bounds[shard]:bounds[shard + 1]]:
         writer.write(tfrecord.serialize_example(example))
-  return f"{directory}/{tfrecord.split_pattern('train')}"
+  return f"{directory}/{records.finished_shard_pattern('train')}"
 
 
 def _images_per_second(batches, batch_of, seconds, warmup_batches=3):

@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from datasets import core
+from datasets import core, records
 
 IMAGE_SIZE = 128
 CLASS_NAMES = ("background", "disc", "square", "triangle", "ring", "line", "dot")
@@ -170,7 +170,7 @@ def ensure_builtin_dataset(output_dir, seed=0, num_train=1000, num_val=200, num_
   """
   from datasets import tfrecord  # pylint: disable=import-outside-toplevel  (imports TensorFlow)
   generator = {"seed": seed, "num_train": num_train, "num_val": num_val}
-  info_path = os.path.join(output_dir, tfrecord.INFO_FILENAME)
+  info_path = os.path.join(output_dir, records.INFO_FILENAME)
   if os.path.exists(info_path):
     with open(info_path) as f:
       _check_same_generator(output_dir, json.load(f).get("generator"), generator)

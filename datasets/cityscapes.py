@@ -9,6 +9,7 @@ the license plate, id -1, stored as 255 in 8-bit PNGs) becomes ignore. Ids 34..2
 import os
 
 from datasets import core
+from hfgd_tf.config import IGNORE_LABEL
 
 # (name, labelId, colour) of the 19 evaluated classes, in trainId order.
 CLASSES = (
@@ -33,8 +34,8 @@ INFO = core.DatasetInfo(
 )
 
 _LUT = core.build_lut({
-    LICENSE_PLATE_VALUE: core.IGNORE_LABEL,
-    **{label_id: core.IGNORE_LABEL for label_id in range(NUM_LABEL_IDS)},
+    LICENSE_PLATE_VALUE: IGNORE_LABEL,
+    **{label_id: IGNORE_LABEL for label_id in range(NUM_LABEL_IDS)},
     **{label_id: train_id for train_id, (_, label_id, _) in enumerate(CLASSES)}})
 
 _LABEL_SUFFIX = "_gtFine_labelIds.png"

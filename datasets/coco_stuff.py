@@ -11,6 +11,7 @@ value (182..254) is an error.
 import os
 
 from datasets import core
+from hfgd_tf.config import IGNORE_LABEL
 
 THING_NAMES = (
     "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
@@ -55,8 +56,8 @@ INFO = core.DatasetInfo(
 )
 
 _LUT = core.build_lut({
-    core.IGNORE_LABEL: core.IGNORE_LABEL,
-    **{raw: core.IGNORE_LABEL for raw in UNUSED_RAW_VALUES},
+    IGNORE_LABEL: IGNORE_LABEL,
+    **{raw: IGNORE_LABEL for raw in UNUSED_RAW_VALUES},
     **{raw: train_id for train_id, raw in enumerate(KEPT_RAW_VALUES)}})
 
 

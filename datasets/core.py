@@ -12,8 +12,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-# Library-wide label convention: classes 0..K-1 and this value for "ignore" (and label padding).
-IGNORE_LABEL = 255
+from hfgd_tf.config import IGNORE_LABEL
 
 
 class ConversionError(ValueError):

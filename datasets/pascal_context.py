@@ -18,6 +18,7 @@ import re
 import numpy as np
 
 from datasets import core, matlab
+from hfgd_tf.config import IGNORE_LABEL
 
 # (name, id in the 459-class labels.txt), in the standard 59-class order (alphabetical).
 CLASSES_459 = (
@@ -48,12 +49,12 @@ INFO = core.DatasetInfo(
 
 # Official .mat: 459-class id -> 0..58; 0 and the other 400 ids -> ignore.
 _MAT_LUT = core.build_lut(
-    {**{raw: core.IGNORE_LABEL for raw in range(NUM_FULL_CLASSES + 1)},
+    {**{raw: IGNORE_LABEL for raw in range(NUM_FULL_CLASSES + 1)},
      **{raw: index for index, (_, raw) in enumerate(CLASSES_459)}},
     size=NUM_FULL_CLASSES + 1)
 # Preprocessed PNG: 0 -> ignore, 1..59 -> 0..58.
 _PNG_LUT = core.build_lut(
-    {0: core.IGNORE_LABEL, **{raw: raw - 1 for raw in range(1, len(CLASSES_459) + 1)}})
+    {0: IGNORE_LABEL, **{raw: raw - 1 for raw in range(1, len(CLASSES_459) + 1)}})
 
 
 def _voc_root(raw_dir):

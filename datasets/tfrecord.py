@@ -1,10 +1,8 @@
 """Sharded TFRecord writer shared by every dataset converter.
 
-Records use the TF Model Garden / DeepLab keys, so other TF tools read them too:
-  image/encoded (original JPEG bytes, or PNG), image/format ("jpeg" | "png"), image/height,
-  image/width, image/channels, image/filename (the example id),
-  image/segmentation/class/encoded (PNG, uint8, classes 0..K-1 and 255 = ignore),
-  image/segmentation/class/format ("png").
+Records use the TF Model Garden / DeepLab keys (datasets/records.py), so other TF tools read them
+too: the original JPEG bytes (or PNG), format, height, width, channels, filename (the example id),
+and the label as a uint8 PNG (classes 0..K-1 and 255 = ignore).
 
 Files are `<split>-00000-of-000NN.tfrecord` plus `dataset_info.json`. Safety: each shard is written
 to `<shard>.incomplete` and renamed when closed, so only finished shards carry the final name; a
@@ -12,7 +10,6 @@ rerun skips finished shards and overwrites stale `.incomplete` files; `dataset_i
 last, so its presence means the conversion finished.
 """
 
-import json
 import math
 import multiprocessing
 import os
@@ -23,24 +20,11 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 from absl import logging
 
-from datasets import core
+from datasets import core, records
+from hfgd_tf.atomic_files import atomic_path, write_json
 from hfgd_tf.quiet_import import import_tensorflow_quietly
 
 tf = import_tensorflow_quietly()
-
-FORMAT_VERSION = 1
-INFO_FILENAME = "dataset_info.json"
-INCOMPLETE_SUFFIX = ".incomplete"
-
-
-def shard_filename(split, index, num_shards):
-  return f"{split}-{index:05d}-of-{num_shards:05d}.tfrecord"
-
-
-def split_pattern(split):
-  """Glob matching the finished shards of `split` (never the `.incomplete` ones)."""
-  return f"{split}-?????-of-?????.tfrecord"
-
 
 def default_num_shards(num_examples):
   """At least 16 shards once a split has 512+ examples (file-level sharding over workers and TPU
@@ -58,14 +42,14 @@ def _int_feature(value):
 
 def serialize_example(example: core.EncodedExample) -> bytes:
   features = {
-      "image/encoded": _bytes_feature(example.image_bytes),
-      "image/format": _bytes_feature(example.image_format.encode()),
-      "image/height": _int_feature(example.height),
-      "image/width": _int_feature(example.width),
-      "image/channels": _int_feature(3),
-      "image/filename": _bytes_feature(example.key.encode()),
-      "image/segmentation/class/encoded": _bytes_feature(core.encode_png(example.label)),
-      "image/segmentation/class/format": _bytes_feature(b"png"),
+      records.IMAGE_KEY: _bytes_feature(example.image_bytes),
+      records.IMAGE_FORMAT_KEY: _bytes_feature(example.image_format.encode()),
+      records.HEIGHT_KEY: _int_feature(example.height),
+      records.WIDTH_KEY: _int_feature(example.width),
+      records.CHANNELS_KEY: _int_feature(3),
+      records.FILENAME_KEY: _bytes_feature(example.key.encode()),
+      records.LABEL_KEY: _bytes_feature(core.encode_png(example.label)),
+      records.LABEL_FORMAT_KEY: _bytes_feature(b"png"),
   }
   # deterministic=True sorts the feature map, so bytes do not depend on the process hash seed.
   return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString(
@@ -94,18 +78,12 @@ def _write_shard(task):
   # Imported here so a spawned worker registers the datasets itself.
   from datasets import get_dataset_module  # pylint: disable=import-outside-toplevel
   module = get_dataset_module(dataset_name)
-  temp_path = path + INCOMPLETE_SUFFIX
-  try:
+  with atomic_path(path, records.INCOMPLETE_SUFFIX) as temp_path:
     with tf.io.TFRecordWriter(temp_path) as writer:
       for item in items:
         example = module.load_example(item)
         _check_label(example, module.INFO)
         writer.write(serialize_example(example))
-  except BaseException:
-    if os.path.exists(temp_path):
-      os.remove(temp_path)
-    raise
-  os.replace(temp_path, path)
   return len(items)
 
 
@@ -146,8 +124,8 @@ def write_split(info: core.DatasetInfo, split, items: Sequence, output_dir,
   os.makedirs(output_dir, exist_ok=True)
   if num_shards > max(len(items), 1):
     raise ValueError(f"{split}: {num_shards} shards for {len(items)} examples")
-  existing = set(tf.io.gfile.glob(os.path.join(output_dir, split_pattern(split))))
-  wanted = [os.path.join(output_dir, shard_filename(split, k, num_shards))
+  existing = set(tf.io.gfile.glob(os.path.join(output_dir, records.finished_shard_pattern(split))))
+  wanted = [os.path.join(output_dir, records.shard_filename(split, k, num_shards))
             for k in range(num_shards)]
   foreign = existing - set(wanted)
   if foreign:
@@ -182,11 +160,8 @@ def write_dataset(info: core.DatasetInfo, split_items: Dict[str, Sequence], outp
   for split, items in split_items.items():
     shards = write_split(info, split, items, output_dir, num_shards, num_workers, show_progress)
     splits[split] = {"num_examples": len(items), "num_shards": shards,
-                     "file_pattern": split_pattern(split)}
-  content = {"format_version": FORMAT_VERSION, **info.to_json_dict(), "splits": splits,
+                     "file_pattern": records.finished_shard_pattern(split)}
+  content = {"format_version": records.FORMAT_VERSION, **info.to_json_dict(), "splits": splits,
              **(extra_info or {})}
-  info_path = os.path.join(output_dir, INFO_FILENAME)
-  with open(info_path + INCOMPLETE_SUFFIX, "w") as f:
-    json.dump(content, f, indent=1)
-  os.replace(info_path + INCOMPLETE_SUFFIX, info_path)
+  write_json(records.info_path(output_dir), content, indent=1)
   return content

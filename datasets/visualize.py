@@ -4,19 +4,20 @@ r"""A picture of dataset samples next to their colourised labels, to check a dat
   python -m datasets.visualize --dataset_dir=/data/tfrecords/cityscapes --split=val \
       --output=/tmp/cityscapes.png                                           # any converted copy
 
-Ignored pixels (255) are drawn black; a legend lists the classes and their colours.
+Ignored pixels (255) are drawn black; a legend lists the classes and their colours. --output is
+required, so a bare run never overwrites the picture the README shows.
 """
 
 import json
-import os
 
 import numpy as np
 from absl import app, flags
 from PIL import Image, ImageDraw
 
-from datasets import builtin, core
+from datasets import builtin, records
+from hfgd_tf.visualize import colorize, write_png
 
-_OUTPUT = flags.DEFINE_string("output", "docs/builtin_samples.png", "PNG file to write.")
+_OUTPUT = flags.DEFINE_string("output", None, "PNG file to write (required).", required=True)
 _DATASET_DIR = flags.DEFINE_string(
     "dataset_dir", None, "A converted dataset (shards + dataset_info.json); default: built-in.")
 _SPLIT = flags.DEFINE_string("split", "train", "Split to sample.")
@@ -24,17 +25,8 @@ _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 6, "Samples in the grid.")
 _SEED = flags.DEFINE_integer("seed", 0, "Built-in dataset seed.")
 _TILE = flags.DEFINE_integer("tile", 192, "Longest side of each tile, in pixels.")
 
-IGNORE_COLOUR = (0, 0, 0)
 _GAP = 6
 _LEGEND_ROW = 16
-
-
-def colorize(label, palette):
-  """uint8 [H, W, 3] picture of a label map; ignore (255) and unknown values are black."""
-  lut = np.zeros((256, 3), np.uint8)
-  lut[:len(palette)] = np.asarray(palette, np.uint8)
-  lut[core.IGNORE_LABEL] = IGNORE_COLOUR
-  return lut[label]
 
 
 def sample_grid(samples, palette, class_names, columns=3, tile=256):
@@ -66,15 +58,11 @@ def sample_grid(samples, palette, class_names, columns=3, tile=256):
 def _converted_samples(dataset_dir, split, count):
   """(image, label) arrays of the first `count` records and the dataset's palette and names."""
   from hfgd_tf import input_pipeline  # pylint: disable=import-outside-toplevel  (imports TF)
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  with open(os.path.join(dataset_dir, "dataset_info.json")) as f:
+  with open(records.info_path(dataset_dir)) as f:
     info = json.load(f)
-  files = sorted(tf.io.gfile.glob(os.path.join(dataset_dir, f"{split}-*.tfrecord")))
-  samples = []
-  for record in tf.data.TFRecordDataset(files).take(count):
-    example = input_pipeline.decode_example(record)
-    samples.append((example["image"].numpy().astype(np.uint8),
-                    example["label"].numpy().astype(np.uint8)))
+  samples = [(example["image"].numpy().astype(np.uint8), example["label"].numpy().astype(np.uint8))
+             for example in input_pipeline.examples(records.split_files(dataset_dir, split)).take(
+                 count)]
   return samples, info["palette"], info["class_names"]
 
 
@@ -87,8 +75,7 @@ def main(argv):
     samples = [builtin.generate(_SEED.value, _SPLIT.value, index)
                for index in range(_NUM_SAMPLES.value)]
     palette, names = builtin.INFO.palette, builtin.INFO.class_names
-  os.makedirs(os.path.dirname(os.path.abspath(_OUTPUT.value)), exist_ok=True)
-  sample_grid(samples, palette, names, tile=_TILE.value).save(_OUTPUT.value)
+  write_png(_OUTPUT.value, np.asarray(sample_grid(samples, palette, names, tile=_TILE.value)))
 
 
 if __name__ == "__main__":

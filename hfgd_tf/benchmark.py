@@ -43,9 +43,10 @@ def measure(model_config, train_config, eval_size, eval_batch_size, steps):
   # pylint: disable=import-outside-toplevel  (runs in a spawned process)
   import tensorflow as tf
 
-  from hfgd_tf.losses import segmentation_losses
-  from hfgd_tf.model import build_model
-  from hfgd_tf.train import build_optimizer, set_precision
+  from hfgd_tf.modeling.losses import segmentation_losses
+  from hfgd_tf.modeling.model import build_model
+  from hfgd_tf.optimization import build_optimizer
+  from hfgd_tf.train import set_precision
 
   model_config = ModelConfig.from_dict(model_config)
   set_precision(train_config.mixed_precision)

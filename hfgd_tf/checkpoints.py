@@ -7,8 +7,17 @@ through the optimizer's variable list and their batch-norm statistics not at all
 be restored without its optimizer (eval, predict, export).
 """
 
+import dataclasses
+
 import tensorflow as tf
 from absl import logging
+
+from hfgd_tf.config import FlagError
+from hfgd_tf.modeling.model import build_model
+
+# Where a training checkpoint keeps the tf.data iterator state and the step.
+_ITERATOR_KEY = "iterator/.ATTRIBUTES/ITERATOR_STATE"
+_STEP_KEY = "step/.ATTRIBUTES/VARIABLE_VALUE"
 
 
 def variables_by_path(variables, what):
@@ -29,6 +38,17 @@ def optimizer_state(optimizer):
   return variables_by_path(optimizer.variables, "optimizer")
 
 
+def latest_resume_point(checkpoint_dir):
+  """(latest checkpoint prefix or None, its step (0 without one), whether it holds the tf.data
+  iterator). The step is read from the checkpoint itself, never from its file name."""
+  latest = tf.train.latest_checkpoint(checkpoint_dir)
+  if latest is None:
+    return None, 0, False
+  step = int(tf.train.load_checkpoint(latest).get_tensor(_STEP_KEY))
+  saved_iterator = _ITERATOR_KEY in {name for name, _ in tf.train.list_variables(latest)}
+  return latest, step, saved_iterator
+
+
 def restore_model_weights(model, path):
   """Assigns `model` the weights of the checkpoint at `path` (a file prefix or a folder, whose
   latest checkpoint is used); every model variable must be in it. Returns the prefix read."""
@@ -39,3 +59,12 @@ def restore_model_weights(model, path):
       ).assert_existing_objects_matched()
   logging.info("Restored the model weights from %s.", prefix)
   return prefix
+
+
+def restore_model(model_config, checkpoint_dir):
+  """The model of the latest checkpoint in `checkpoint_dir` (weights only; plain BN)."""
+  if tf.train.latest_checkpoint(checkpoint_dir) is None:
+    raise FlagError(f"--checkpoint_dir: no checkpoint in {checkpoint_dir}")
+  model = build_model(dataclasses.replace(model_config, sync_batch_norm=False))
+  restore_model_weights(model, checkpoint_dir)
+  return model

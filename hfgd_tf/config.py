@@ -1,17 +1,29 @@
-"""The model and augmentation configurations: dataclasses whose fields the flags fill.
+"""Every configuration of a run, as dataclasses the flags fill (hfgd_tf/flags.py):
 
-Each row of the paper's ablation tables is one setting of ModelConfig (see experiments/). Nothing
-here imports TensorFlow, so flags can be checked before anything is built.
+  ModelConfig    what to build; each row of the paper's tables is one setting (see experiments/);
+  AugmentConfig  the training augmentation;
+  TrainConfig    data, optimisation, distribution, checkpoints;
+  EvalConfig     the inference protocol;
+  RunSettings    all of the above plus the mode's own settings, resolved and cross-checked.
+
+Nothing here imports TensorFlow, so flags can be checked before anything is built.
 """
 
 import dataclasses
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 
-ENCODERS = ("identity", "aspp", "ocr", "sa", "sa_car", "cae")
-DECODERS = ("none", "sfpn", "usfpn")
+# The label of unlabelled pixels, in every dataset, record, loss and metric.
 IGNORE_LABEL = 255
+# Batch-norm defaults of the original codebase: momentum 0.9997 (paper, Sec. 4) everywhere, and
+# Keras' default epsilon 1e-3, which the original never overrode for heads.
+BN_MOMENTUM = 0.9997
+HEAD_BN_EPSILON = 1e-3
+
+
+class FlagError(ValueError):
+  """A flag value that cannot work; the message starts with --<flag>: and says why."""
 
 
 @dataclasses.dataclass
@@ -46,10 +58,11 @@ class AugmentConfig:
 class ModelConfig:
   """What to build. Defaults are HFGD (OS=4) with ResNet-50 on Pascal Context 59."""
 
+  # Filled from the dataset, not from flags.
   num_classes: int = 59
-  ignore_label: int = 255
+  ignore_label: int = IGNORE_LABEL
 
-  # Backbone (hfgd_tf/backbones): name, output stride (8/16 = dilated), stochastic depth.
+  # Backbone (hfgd_tf/modeling/backbones): name, output stride (8/16 = dilated), stochastic depth.
   backbone: str = "resnet50"
   backbone_output_stride: int = 32
   drop_path_rate: Optional[float] = None
@@ -86,9 +99,10 @@ class ModelConfig:
   axial_attention_heads: int = 4
 
   # Normalisation and resizing.
+  # sync_batch_norm is set by the trainer: on with more than one replica.
   sync_batch_norm: bool = False
-  bn_momentum: float = 0.9997
-  head_bn_epsilon: float = 1e-3
+  bn_momentum: float = BN_MOMENTUM
+  head_bn_epsilon: float = HEAD_BN_EPSILON
   align_corners: bool = True
 
   # Loss weights: CE on the encoder's logits (HFGM's OS=32 path) and on OCR's auxiliary logits;
@@ -104,8 +118,6 @@ class ModelConfig:
       if value not in allowed:
         raise ValueError(f"{field}={value!r} is not one of {', '.join(map(str, allowed))}")
 
-    check("encoder", ENCODERS)
-    check("decoder", DECODERS)
     check("decoder_output_stride", (2, 4))
     check("backbone_output_stride", (8, 16, 32))
     check("cae_kernel_size", (1, 3))
@@ -139,3 +151,80 @@ class ModelConfig:
     if unknown:
       raise ValueError(f"unknown model config fields: {', '.join(unknown)}")
     return cls(**values)
+
+
+@dataclasses.dataclass
+class EvalConfig:
+  """Inference protocol: logits averaged over scales (and flips), optionally window by window."""
+  scales: Tuple[float, ...] = (1.0,)
+  flip: bool = False
+  sliding_window: Optional[Tuple[int, int]] = None
+  batch_size: int = 8
+  eval_height: int = 513
+  eval_width: int = 513
+  max_examples: Optional[int] = None
+
+
+@dataclasses.dataclass
+class TrainConfig:
+  """How to train; see hfgd_tf/flags.py for what each field means."""
+  dataset: str = "builtin"
+  data_dir: Optional[str] = None
+  builtin_num_train: int = 1000
+  builtin_num_val: int = 200
+  train_split: str = "train"
+  eval_split: str = "val"
+  augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+  shuffle_buffer: int = 1000
+  validate_labels: bool = False
+
+  batch_size: int = 16
+  train_steps: int = 30000
+  optimizer: str = "sgd"
+  learning_rate: float = 0.01
+  end_learning_rate: float = 0.0
+  poly_power: float = 0.9
+  warmup_steps: int = 0
+  momentum: float = 0.9
+  weight_decay: float = 1e-4
+  weight_decay_head_only: bool = False
+  adamw_weight_decay: float = 0.05
+  layerwise_lr_decay: Optional[float] = None
+  mixed_precision: str = "none"
+  distribution: str = "one_device"
+  tpu: Optional[str] = None
+
+  model_dir: Optional[str] = None
+  checkpoint_dir: Optional[str] = None
+  checkpoint_every: int = 1000
+  max_checkpoints_to_keep: int = 3
+  checkpoint_input_pipeline: bool = True
+  log_every: int = 50
+  image_summary_every: int = 1000
+  tensorboard_dir: Optional[str] = None
+  seed: int = 0
+  deterministic: bool = False
+  backbone_weights: Optional[str] = None
+  allow_partial_weights: bool = False
+  eval_every: int = 0
+  eval_after_train: bool = True
+
+
+@dataclasses.dataclass
+class RunSettings:
+  """Everything a run needs, resolved from the flags and checked against each other; the mode
+  runners (hfgd_tf/runs.py) read nothing else."""
+  mode: str
+  model: ModelConfig
+  train: TrainConfig
+  eval: EvalConfig
+  dataset_info: object  # datasets.core.DatasetInfo
+  export_dir: str
+  export_overwrite: bool = False
+  export_after_train: bool = False
+  predict_input: Optional[str] = None
+  predict_output_dir: Optional[str] = None
+  predict_after_train: bool = False
+  benchmark_steps: int = 10
+  flops_size: Tuple[int, int] = (513, 513)
+  flops_backbones: Tuple[str, ...] = ()

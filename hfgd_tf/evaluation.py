@@ -13,9 +13,6 @@ each replica counts its own pixels and reading it sums the replicas.
 """
 
 import dataclasses
-import json
-import os
-import tempfile
 import time
 from typing import Optional, Sequence
 
@@ -23,11 +20,11 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from hfgd_tf.input_pipeline import IGNORE_LABEL
-from hfgd_tf.layers.common import resize, spatial_size
+from hfgd_tf import input_pipeline
+from hfgd_tf.atomic_files import write_json
+from hfgd_tf.config import IGNORE_LABEL
+from hfgd_tf.ops import resize, spatial_size
 
-# The original's defaults for `evaluate()` and prediction; its flags default to single scale.
-MS_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 SS_SCALES = (1.0,)
 
 
@@ -278,14 +275,32 @@ def write_results_json(results: EvalResults, class_names: Sequence[str], path, e
   """Writes `results_dict` (plus `extra`, e.g. the protocol) to `path` atomically (temp, rename)."""
   payload = results_dict(results, class_names)
   payload.update(extra or {})
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, temp_path = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".",
-                                   suffix=".tmp")
-  try:
-    with os.fdopen(fd, "w") as f:
-      json.dump(payload, f, indent=2)
-    os.replace(temp_path, path)
-  except BaseException:
-    os.unlink(temp_path)
-    raise
+  write_json(path, payload)
+
+
+class PeriodicEval:
+  """Evaluation during training: single-scale mIoU on the eval split (hfgd_tf.evaluation), and a
+  few predictions for TensorBoard."""
+
+  def __init__(self, file_pattern, num_classes, eval_height, eval_width, batch_size,
+               max_examples=None, ignore_label=IGNORE_LABEL):
+    self.num_classes = num_classes
+    self.ignore_label = ignore_label
+    self.dataset = input_pipeline.eval_dataset(
+        file_pattern, batch_size, eval_height, eval_width, ignore_label=ignore_label,
+        max_examples=max_examples)
+    self._predict = tf.function(lambda model, images: tf.argmax(
+        model(images, training=False), -1, output_type=tf.int32))
+
+  def evaluate(self, model):
+    """{"miou", "pixel_accuracy"} over the eval split (padding and ignored pixels excluded)."""
+    results = evaluate(model, self.dataset, self.num_classes, ignore_label=self.ignore_label,
+                       log_every=0)
+    return {"miou": results.mean_iou, "pixel_accuracy": results.pixel_accuracy}
+
+  def sample(self, model, count=4):
+    """(images [n, H, W, 3] in [-1, 1], labels [n, H, W], predictions [n, H, W]) of the first
+    eval batch."""
+    batch = next(iter(self.dataset))
+    images, labels = batch["image"][:count], batch["label"][:count]
+    return images, labels, self._predict(model, images)

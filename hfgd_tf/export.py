@@ -34,8 +34,8 @@ class SegmentationExport(tf.Module):
   """The model's inference protocol as uint8-in tf.functions of dynamic size.
 
   The module tracks the model's variables, not the Keras object: SavedModel needs every variable
-  the functions capture to be reachable from the module, and the Keras object graph is not needed
-  to serve (its int-keyed layer dicts, e.g. the decoder's laterals, are not SavedModel-saveable).
+  the functions capture to be reachable from the module, and serving needs nothing else of the
+  Keras object graph (which keeps the SavedModel small and independent of our layer classes).
   """
 
   def __init__(self, model, scales=SS_SCALES, flip=False, window=None):

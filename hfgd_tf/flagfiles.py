@@ -1,9 +1,15 @@
-"""Nested flagfiles resolved relative to the file that includes them.
+"""Nested flagfiles resolved relative to the file that includes them, command line last.
 
 absl resolves `--flagfile=` paths against the working directory, so a chain of experiment files
 only works from one directory. `expand_flagfiles` inlines every `--flagfile=PATH` of argv before
 absl sees it: top-level paths relative to the working directory, nested ones relative to the
-including file. Later lines override earlier ones, as in absl.
+including file. Within the files, later lines override earlier ones, as in absl; flags written on
+the command line come after every file's, so they win whatever their order
+(`--mode=flops --flagfile=X` runs flops even though X says --mode=train).
+
+The first flagfile on the command line names the experiment: `--experiment_name=<its stem>` is put
+before everything else, so the run folder defaults to runs/<stem> and a file or the command line can
+still set it.
 """
 
 import os
@@ -40,13 +46,21 @@ def _read_flagfile(path, chain):
   return expanded
 
 
+def experiment_name(path):
+  """The experiment a flagfile describes: its file name without the extension."""
+  return os.path.splitext(os.path.basename(path))[0]
+
+
 def expand_flagfiles(argv):
-  """argv with each --flagfile=PATH replaced by the flags it (recursively) contains."""
-  expanded = []
-  for argument in argv:
+  """argv[0], --experiment_name of the first flagfile, every flagfile's flags (recursively, in
+  order), then the command line's own flags."""
+  from_files, from_command_line, experiment = [], [], []
+  for argument in argv[1:]:
     path = _flagfile_path(argument)
     if path is None:
-      expanded.append(argument)
+      from_command_line.append(argument)
     else:
-      expanded.extend(_read_flagfile(os.path.expanduser(path), []))
-  return expanded
+      if not experiment:
+        experiment = [f"--experiment_name={experiment_name(path)}"]
+      from_files.extend(_read_flagfile(os.path.expanduser(path), []))
+  return argv[:1] + experiment + from_files + from_command_line

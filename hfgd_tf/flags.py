@@ -9,17 +9,19 @@ import dataclasses
 import glob
 import os
 import typing
-from typing import Optional
 
 from absl import flags
 
-from hfgd_tf.config import DECODERS, ENCODERS, AugmentConfig, ModelConfig
-from hfgd_tf.run_config import EvalConfig, FlagError, TrainConfig
+from datasets import records
 
-_ENUMS = {"encoder": ENCODERS, "decoder": DECODERS}
+from hfgd_tf.config import (AugmentConfig, EvalConfig, FlagError, ModelConfig, RunSettings,
+                            TrainConfig)
+
+# ModelConfig fields no flag sets: the dataset gives the classes and the ignore label, the trainer
+# switches synchronized batch norm on whenever there is more than one replica.
+_NOT_FLAGS = ("num_classes", "ignore_label", "sync_batch_norm")
 _HELP = {
-    "num_classes": "Number of classes K (labels 0..K-1; ignore_label elsewhere).",
-    "backbone": "Backbone name (see hfgd_tf/backbones).",
+    "backbone": "Backbone name (see hfgd_tf/modeling/backbones).",
     "backbone_output_stride": "Backbone output stride: 32, or 16/8 with dilation (D8 baselines).",
     "drop_path_rate": "Stochastic depth of the backbone; unset = the backbone's own default.",
     "encoder": "Context encoder at OS=32 (Table 1); cae is the paper's CAE.",
@@ -29,54 +31,7 @@ _HELP = {
     "hfgm_axial_attention": "Axial attention inside HFGM (Table 2).",
     "cae_loss_weight": "Weight of the CE on the OS=32 (CAE) logits.",
     "ce_average_valid_only": "Average the CE over labelled pixels only (the original: all).",
-    "sync_batch_norm": "Synchronized batch norm across replicas.",
 }
-
-
-def _field_type(field):
-  hint = typing.get_type_hints(ModelConfig)[field.name]
-  args = [arg for arg in typing.get_args(hint) if arg is not type(None)]
-  return args[0] if args else hint
-
-
-def define_model_flags(flag_values=flags.FLAGS):
-  """Defines one flag per ModelConfig field (same name, default and type)."""
-  for field in dataclasses.fields(ModelConfig):
-    kind = _field_type(field)
-    help_text = _HELP.get(field.name, f"Model config: {field.name.replace('_', ' ')}.")
-    if field.name in _ENUMS:
-      flags.DEFINE_enum(field.name, field.default, _ENUMS[field.name], help_text,
-                          flag_values=flag_values)
-    elif kind is bool:
-      flags.DEFINE_bool(field.name, field.default, help_text,
-                          flag_values=flag_values)
-    elif kind is int:
-      flags.DEFINE_integer(field.name, field.default, help_text,
-                          flag_values=flag_values)
-    elif kind is float:
-      flags.DEFINE_float(field.name, field.default, help_text,
-                          flag_values=flag_values)
-    else:
-      flags.DEFINE_string(field.name, field.default, help_text,
-                          flag_values=flag_values)
-
-
-def model_config_from_flags(flag_values=flags.FLAGS):
-  """The ModelConfig the flags describe, validated (errors name the flag)."""
-  values = {field.name: flag_values[field.name].value for field in dataclasses.fields(ModelConfig)}
-  return ModelConfig(**values).validate()
-
-
-# ---------------------------------------------------------------------------------------------
-# Data, training, evaluation and output flags. Each group is one function so a tool that needs only
-# some of them (e.g. a converter) defines only those.
-
-MODES = ("train", "eval", "predict", "export", "benchmark", "flops")
-OPTIMIZERS = ("sgd", "adamw")
-MIXED_PRECISION = ("none", "float16", "bfloat16")
-DISTRIBUTIONS = ("one_device", "mirrored", "multi_worker", "tpu")
-BUILTIN_DATA_DIR = os.path.join("runs", "builtin-data")
-
 
 
 class _Definer:
@@ -88,6 +43,56 @@ class _Definer:
   def __getattr__(self, kind):
     define = getattr(flags, f"DEFINE_{kind}")
     return lambda *args, **kwargs: define(*args, flag_values=self.flag_values, **kwargs)
+
+
+def _field_type(field):
+  hint = typing.get_type_hints(ModelConfig)[field.name]
+  args = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+  return args[0] if args else hint
+
+
+def _model_enums():
+  """Allowed values of the model's name flags, from the registries that build them."""
+  # pylint: disable=import-outside-toplevel
+  from hfgd_tf.modeling.decoders import decoder_names
+  from hfgd_tf.modeling.encoders import ENCODERS
+  return {"encoder": ENCODERS.names(), "decoder": decoder_names()}
+
+
+def _model_flag_fields():
+  return [field for field in dataclasses.fields(ModelConfig) if field.name not in _NOT_FLAGS]
+
+
+def define_model_flags(flag_values=flags.FLAGS):
+  """Defines one flag per ModelConfig field (same name, default and type)."""
+  enums = _model_enums()
+  define = _Definer(flag_values)
+  for field in _model_flag_fields():
+    kind = _field_type(field)
+    help_text = _HELP.get(field.name, f"Model config: {field.name.replace('_', ' ')}.")
+    if field.name in enums:
+      define.enum(field.name, field.default, enums[field.name], help_text)
+    else:
+      kinds = {bool: define.bool, int: define.integer, float: define.float}
+      kinds.get(kind, define.string)(field.name, field.default, help_text)
+
+
+def model_config_from_flags(flag_values=flags.FLAGS):
+  """The ModelConfig the flags describe, validated (errors name the flag)."""
+  values = {field.name: flag_values[field.name].value for field in _model_flag_fields()}
+  return ModelConfig(**values).validate()
+
+
+# ---------------------------------------------------------------------------------------------
+# Data, training, evaluation and output flags. Each group is one function so a tool that needs only
+# some of them (e.g. a converter) defines only those.
+
+MODES = ("train", "eval", "predict", "export", "benchmark", "flops")
+OPTIMIZERS = ("sgd", "adamw")
+MIXED_PRECISION = ("auto", "none", "float16", "bfloat16")
+DISTRIBUTIONS = ("one_device", "mirrored", "multi_worker", "tpu")
+BUILTIN_DATA_DIR = os.path.join("runs", "builtin-data")
+
 
 
 def define_data_flags(flag_values=flags.FLAGS):
@@ -144,7 +149,8 @@ def define_training_flags(flag_values=flags.FLAGS):
                "Layer-wise LR decay of the backbone (e.g. 0.9); unset: off.")
   define.enum("mixed_precision", "none", MIXED_PRECISION,
               "Compute dtype: float16 (GPUs, dynamic loss scaling), bfloat16 (TPUs, recent GPUs "
-              "and CPUs with AVX512-BF16) or none (float32).")
+              "and CPUs with AVX512-BF16), none (float32), or auto (the recipes': bfloat16 on TPUs "
+              "and GPUs of compute capability >= 8, float16 on older GPUs, float32 on CPUs).")
   define.enum("distribution", "one_device", DISTRIBUTIONS,
               "one_device; mirrored (all local GPUs, else the logical CPUs); multi_worker "
               "(TF_CONFIG); tpu (--tpu).")
@@ -192,9 +198,12 @@ def define_output_flags(flag_values=flags.FLAGS):
   """The mode, where a run's files go, and what predict reads."""
   define = _Definer(flag_values)
   define.enum("mode", "train", MODES, "What to run.")
+  define.string("experiment_name", None,
+                "Name of the run; default: the stem of the first --flagfile on the command line "
+                "(e.g. hfgd-os4_r50_bs16-30k_pascal-context-59-513).")
   define.string("model_dir", None,
                 "Run folder: parent of checkpoints, exports and predictions; default "
-                "<checkpoint_dir>, else runs/<dataset>.")
+                "<checkpoint_dir>, else runs/<experiment_name>, else runs/<dataset>.")
   define.string("export_dir", None, "SavedModel folder; default <model_dir>/export.")
   define.string("predict_input", None, "Images to predict: a folder or a glob.")
   define.string("predict_output_dir", None,
@@ -213,18 +222,6 @@ def define_all_flags(flag_values=flags.FLAGS):
   for define in (define_model_flags, define_data_flags, define_training_flags, define_eval_flags,
                  define_output_flags):
     define(flag_values)
-
-
-@dataclasses.dataclass
-class RunSettings:
-  """Everything a run needs, resolved from the flags and checked against each other."""
-  model: ModelConfig
-  train: TrainConfig
-  eval: EvalConfig
-  dataset_info: object  # datasets.core.DatasetInfo
-  export_dir: Optional[str]
-  predict_input: Optional[str]
-  predict_output_dir: Optional[str]
 
 
 def _fail(flag, message):
@@ -273,7 +270,7 @@ def _check_data_dir(train, dataset_info, needs_data, splits):
   if not os.path.isdir(train.data_dir):
     _fail("data_dir", f"{train.data_dir} is not a folder")
   for split in splits:
-    if not glob.glob(os.path.join(train.data_dir, f"{split}-*.tfrecord")):
+    if not glob.glob(records.split_files(train.data_dir, split)):
       _fail("data_dir", f"no {split}-*.tfrecord shards in {train.data_dir} (split of "
             f"dataset {dataset_info.name}; check --train_split/--eval_split)")
 
@@ -296,15 +293,10 @@ def run_config_from_flags(flag_values=flags.FLAGS, mode="train"):
       ignore_label=dataset_info.ignore_label)
   train = TrainConfig(augment=augment, **values)
 
-  if flag_values["num_classes"].present and flag_values.num_classes != dataset_info.num_classes:
-    _fail("num_classes", f"{flag_values.num_classes} conflicts with dataset={dataset_info.name}, "
-          f"which has {dataset_info.num_classes} classes; drop --num_classes or fix --dataset")
-  if flag_values.ignore_label != dataset_info.ignore_label:
-    _fail("ignore_label", f"{flag_values.ignore_label} differs from dataset {dataset_info.name}'s "
-          f"{dataset_info.ignore_label}")
   try:
     model = dataclasses.replace(model_config_from_flags(flag_values),
-                                num_classes=dataset_info.num_classes).validate()
+                                num_classes=dataset_info.num_classes,
+                                ignore_label=dataset_info.ignore_label).validate()
   except ValueError as error:
     raise FlagError(f"model flags: {error}") from error
 
@@ -351,7 +343,8 @@ def run_config_from_flags(flag_values=flags.FLAGS, mode="train"):
           "--eval_height/--eval_width")
 
   if train.model_dir is None:
-    train.model_dir = train.checkpoint_dir or os.path.join("runs", train.dataset)
+    train.model_dir = train.checkpoint_dir or os.path.join(
+        "runs", flag_values.experiment_name or train.dataset)
   train.checkpoint_dir = train.checkpoint_dir or os.path.join(train.model_dir, "checkpoints")
   train.tensorboard_dir = train.tensorboard_dir or os.path.join(train.checkpoint_dir, "tb")
   needs_data = mode in ("train", "eval")
@@ -362,8 +355,14 @@ def run_config_from_flags(flag_values=flags.FLAGS, mode="train"):
   if mode == "predict" and flag_values.predict_input is None:
     _fail("predict_input", "required for mode=predict (a folder or a glob of images)")
   return RunSettings(
-      model=model, train=train, eval=evaluation, dataset_info=dataset_info,
+      mode=mode, model=model, train=train, eval=evaluation, dataset_info=dataset_info,
       export_dir=flag_values.export_dir or os.path.join(train.model_dir, "export"),
+      export_overwrite=flag_values.export_overwrite,
+      export_after_train=flag_values.export_after_train,
       predict_input=flag_values.predict_input,
       predict_output_dir=(flag_values.predict_output_dir
-                          or os.path.join(train.model_dir, "predictions")))
+                          or os.path.join(train.model_dir, "predictions")),
+      predict_after_train=flag_values.predict_after_train,
+      benchmark_steps=flag_values.benchmark_steps,
+      flops_size=(flag_values.flops_height, flag_values.flops_width),
+      flops_backbones=tuple(flag_values.flops_backbones))

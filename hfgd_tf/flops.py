@@ -152,7 +152,7 @@ def with_classifier_head(backbone, num_classes=1000):
 def backbone_complexity(name, size=224, classifier_head=True):
   """Complexity of backbone `name` at size x size x 3, with a 1000-way head by default so it
   compares with the backbones' published ImageNet figures."""
-  from hfgd_tf.backbones import build_backbone  # pylint: disable=import-outside-toplevel
+  from hfgd_tf.modeling.backbones import build_backbone  # pylint: disable=import-outside-toplevel
   model = build_backbone(name)
   if classifier_head:
     model = with_classifier_head(model)

@@ -27,19 +27,19 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import tensorflow as tf
 
+from datasets import records
 from hfgd_tf.config import IGNORE_LABEL, AugmentConfig
-from hfgd_tf.layers.common import resize
+from hfgd_tf.ops import resize
+
 # Value that normalises to 0; the original's "mean pixel" for image padding.
 IMAGE_PAD_VALUE = 127.5
-# The shard writer's temporary suffix; such files are never read.
-_INCOMPLETE_SUFFIX = ".incomplete"
 # iDS serialized TensorProtos start with field 1 (dtype): tag byte 0x08, then the DataType enum.
 _DT_STRING_BYTE = b"\x07"
 
 _FEATURES = {
-    "image/encoded": tf.io.FixedLenFeature([], tf.string, default_value=""),
-    "image/filename": tf.io.FixedLenFeature([], tf.string, default_value=""),
-    "image/segmentation/class/encoded": tf.io.FixedLenFeature([], tf.string, default_value=""),
+    records.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string, default_value=""),
+    records.FILENAME_KEY: tf.io.FixedLenFeature([], tf.string, default_value=""),
+    records.LABEL_KEY: tf.io.FixedLenFeature([], tf.string, default_value=""),
     "image": tf.io.FixedLenFeature([], tf.string, default_value=""),
     "label": tf.io.FixedLenFeature([], tf.string, default_value=""),
     "height": tf.io.FixedLenFeature([], tf.int64, default_value=0),
@@ -62,8 +62,8 @@ def _decode_image_bytes(encoded):
 
 
 def _decode_model_garden(features):
-  image = _decode_image_bytes(features["image/encoded"])
-  label = tf.io.decode_png(features["image/segmentation/class/encoded"], channels=1)
+  image = _decode_image_bytes(features[records.IMAGE_KEY])
+  label = tf.io.decode_png(features[records.LABEL_KEY], channels=1)
   return image, tf.cast(label[..., 0], tf.int32)
 
 
@@ -96,13 +96,13 @@ def decode_example(serialized, ids_ignore_label=IGNORE_LABEL):
       lambda: _decode_model_garden(features))
   image = tf.ensure_shape(image, [None, None, 3])
   label = tf.ensure_shape(label, [None, None])
-  return {"image": image, "label": label, "filename": features["image/filename"]}
+  return {"image": image, "label": label, "filename": features[records.FILENAME_KEY]}
 
 
 def _list_files(file_patterns: Union[str, Sequence[str]]):
   patterns = [file_patterns] if isinstance(file_patterns, (str, bytes)) else list(file_patterns)
   files = sorted({path for pattern in patterns for path in tf.io.gfile.glob(pattern)
-                  if not path.endswith(_INCOMPLETE_SUFFIX)})
+                  if not path.endswith(records.INCOMPLETE_SUFFIX)})
   if not files:
     raise ValueError(f"no TFRecord files match {patterns}")
   return files
@@ -273,11 +273,12 @@ def train_dataset(file_patterns, batch_size, augment: AugmentConfig, seed: Optio
 
 def eval_dataset(file_patterns, batch_size, eval_height, eval_width, ignore_label=IGNORE_LABEL,
                  input_context: Optional[tf.distribute.InputContext] = None, validate_labels=False,
-                 num_classes: Optional[int] = None,
-                 ids_ignore_label=IGNORE_LABEL) -> tf.data.Dataset:
+                 num_classes: Optional[int] = None, ids_ignore_label=IGNORE_LABEL,
+                 max_examples: Optional[int] = None) -> tf.data.Dataset:
   """One pass, in a fixed order, of padded evaluation batches (last batch may be smaller):
   dict(image float32 [B, eH, eW, 3] normalised (padding -> 0), label int32 [B, eH, eW] padded with
-  ignore, height/width int32 [B] original sizes, filename string [B]).
+  ignore, height/width int32 [B] original sizes, filename string [B]). `max_examples`: only the
+  first that many examples (of this input pipeline).
 
   An image larger than eval_height x eval_width is an error naming it (no resize is done).
   """
@@ -299,5 +300,15 @@ def eval_dataset(file_patterns, batch_size, eval_height, eval_width, ignore_labe
             "label": tf.ensure_shape(label, [eval_height, eval_width]),
             "height": height, "width": width, "filename": example["filename"]}
 
-  ds = _records(files, deterministic=True).map(parse_and_pad, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = _records(files, deterministic=True)
+  if max_examples:
+    ds = ds.take(max_examples)
+  ds = ds.map(parse_and_pad, num_parallel_calls=tf.data.AUTOTUNE)
   return ds.batch(batch_size, drop_remainder=False).prefetch(tf.data.AUTOTUNE)
+
+
+def examples(file_patterns, ids_ignore_label=IGNORE_LABEL) -> tf.data.Dataset:
+  """The decoded examples as stored, in a fixed order, neither augmented nor padded nor batched:
+  dict(image float32 [H, W, 3] in 0-255, label int32 [H, W], filename string)."""
+  return _records(_list_files(file_patterns), deterministic=True).map(
+      lambda record, path: decode_example(record, ids_ignore_label))

@@ -5,10 +5,8 @@ What it reproduces from the original (reference §1.3, §7), on Keras 3:
   * loss per replica = CE over all pixels of its local batch (ignored ones counted in the mean) +
     weighted CAE CE + CAR terms + L2, divided by num_replicas; gradients are summed across replicas
     (Keras 2's aggregation);
-  * SGD momentum 0.9 with an L2 penalty wd * sum(w^2) on every conv/dense kernel (or the head's
-    only, as Keras 2 effectively did), or AdamW with decoupled decay, skipping biases, norm layers,
-    position tables and the patch embedding; poly decay (power 0.9) to the end LR over the run,
-    optionally after a linear warm-up; optional layer-wise LR decay for the backbone;
+  * the recipes' optimizers and schedules (hfgd_tf/optimization.py), the SGD recipe's L2 penalty
+    added to the loss here;
   * synchronized BN when there is more than one replica, plain BN on one;
   * mixed precision float16 (dynamic loss scaling) or bfloat16, set before the model is built.
 
@@ -34,21 +32,16 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from hfgd_tf import evaluation, input_pipeline, summaries, visualize
-from hfgd_tf.backbones.layer_decay import layer_depths, num_depths
-from hfgd_tf.backbones.weights import load_backbone_weights
-from hfgd_tf.checkpoints import model_state, optimizer_state, restore_model_weights
-from hfgd_tf.distribution import is_chief, worker_dir
-from hfgd_tf.losses import segmentation_losses
-from hfgd_tf.model import build_model
-from hfgd_tf.run_config import FlagError
+from datasets import records
+from hfgd_tf import input_pipeline, summaries, visualize
+from hfgd_tf.checkpoints import latest_resume_point, model_state, optimizer_state
+from hfgd_tf.config import FlagError
+from hfgd_tf.distribution import is_chief, resolve_mixed_precision, worker_dir
+from hfgd_tf.modeling.backbones.weights import load_backbone_weights
+from hfgd_tf.modeling.losses import segmentation_losses
+from hfgd_tf.modeling.model import build_model
+from hfgd_tf.optimization import build_optimizer, current_learning_rate, l2_variables
 
-# AdamW never decays variables whose path contains one of these (the original's list), nor any
-# variable of a normalisation layer.
-NO_DECAY_SUBSTRINGS = ("bias", "relative_position_bias_table", "pos", "patch_embed", "class_token")
-# Where a checkpoint keeps the tf.data iterator state and the step.
-_ITERATOR_KEY = "iterator/.ATTRIBUTES/ITERATOR_STATE"
-_STEP_KEY = "step/.ATTRIBUTES/VARIABLE_VALUE"
 
 
 class TrainingDivergedError(RuntimeError):
@@ -71,116 +64,6 @@ def set_precision(mixed_precision):
   keras.mixed_precision.set_global_policy(policy[mixed_precision])
 
 
-@keras.saving.register_keras_serializable("hfgd_tf")
-class WarmUpPolyDecay(keras.optimizers.schedules.LearningRateSchedule):
-  """Linear warm-up from 0 to `initial` over `warmup_steps`, then poly decay to `end` over the
-  remaining steps: lr(t) = (initial - end) * (1 - (t - W) / (T - W)) ** power + end."""
-
-  def __init__(self, initial, total_steps, end=0.0, power=0.9, warmup_steps=0):
-    self.initial, self.total_steps, self.end = initial, total_steps, end
-    self.power, self.warmup_steps = power, warmup_steps
-    self.poly = keras.optimizers.schedules.PolynomialDecay(
-        initial, total_steps - warmup_steps, end, power=power)
-
-  def __call__(self, step):
-    step = tf.cast(step, tf.float32)
-    warmup = float(max(self.warmup_steps, 1))
-    return tf.where(step < self.warmup_steps, self.initial * step / warmup,
-                    self.poly(tf.maximum(step - self.warmup_steps, 0.0)))
-
-  def get_config(self):
-    return dict(initial=self.initial, total_steps=self.total_steps, end=self.end, power=self.power,
-                warmup_steps=self.warmup_steps)
-
-
-def learning_rate_schedule(train):
-  if train.warmup_steps:
-    return WarmUpPolyDecay(train.learning_rate, train.train_steps, train.end_learning_rate,
-                           train.poly_power, train.warmup_steps)
-  return keras.optimizers.schedules.PolynomialDecay(
-      train.learning_rate, train.train_steps, train.end_learning_rate, power=train.poly_power)
-
-
-def _norm_layer_variables(model):
-  return [variable for layer in model._flatten_layers()  # pylint: disable=protected-access
-          if type(layer).__name__.endswith(("Normalization", "Norm"))
-          for variable in layer.weights]
-
-
-def no_weight_decay_variables(model):
-  """Variables AdamW must not decay: biases, norm layers, position tables, patch embedding."""
-  excluded = {id(variable): variable for variable in _norm_layer_variables(model)}
-  for variable in model.trainable_variables:
-    if any(part in variable.path for part in NO_DECAY_SUBSTRINGS):
-      excluded[id(variable)] = variable
-  return list(excluded.values())
-
-
-def l2_variables(model, head_only=False):
-  """The kernels the SGD recipe's L2 penalty covers: every conv/dense kernel, or the head's."""
-  skip = {id(variable) for variable in model.backbone.weights} if head_only else set()
-  return [variable for variable in model.trainable_variables
-          if variable.name.endswith("kernel") and id(variable) not in skip]
-
-
-class _LayerwiseLearningRate:
-  """Mixin scaling each variable's learning rate by a fixed multiplier (layer-wise LR decay)."""
-
-  def set_lr_multipliers(self, multipliers):
-    """multipliers: one float per variable, in the order `build` receives the variables."""
-    self._lr_multipliers = list(multipliers)  # pylint: disable=attribute-defined-outside-init
-
-  def update_step(self, gradient, variable, learning_rate):
-    multiplier = self._lr_multipliers[self._get_variable_index(variable)]
-    return super().update_step(gradient, variable, learning_rate * multiplier)
-
-
-class LayerwiseSGD(_LayerwiseLearningRate, keras.optimizers.SGD):
-  """SGD with per-variable learning-rate multipliers."""
-
-
-class LayerwiseAdamW(_LayerwiseLearningRate, keras.optimizers.AdamW):
-  """AdamW with per-variable learning-rate multipliers."""
-
-
-def layerwise_multipliers(model, decay):
-  """decay ** (L - depth) for backbone variables (depths from the backbone), 1 for the head."""
-  depths = layer_depths(model.backbone)
-  deepest = num_depths(model.backbone)
-  backbone_ids = {id(variable) for variable in model.backbone.weights}
-  return [decay ** (deepest - depths[variable.path]) if id(variable) in backbone_ids else 1.0
-          for variable in model.trainable_variables]
-
-
-def build_optimizer(train, model):
-  """The recipe's optimizer for `model`, built (slots created) for its trainable variables.
-
-  Fixed names keep its variable paths, hence its checkpoint keys, the same in every process.
-
-  Call inside the strategy scope, before the first distributed step.
-  """
-  schedule = learning_rate_schedule(train)
-  layerwise = train.layerwise_lr_decay is not None and train.layerwise_lr_decay != 1.0
-  if train.optimizer == "sgd":
-    cls = LayerwiseSGD if layerwise else keras.optimizers.SGD
-    optimizer = cls(learning_rate=schedule, momentum=train.momentum, name="sgd")
-  else:
-    cls = LayerwiseAdamW if layerwise else keras.optimizers.AdamW
-    optimizer = cls(learning_rate=schedule, weight_decay=train.adamw_weight_decay, name="adamw")
-    optimizer.exclude_from_weight_decay(var_list=no_weight_decay_variables(model))
-  if layerwise:
-    optimizer.set_lr_multipliers(layerwise_multipliers(model, train.layerwise_lr_decay))
-  if train.mixed_precision == "float16":
-    optimizer = keras.optimizers.LossScaleOptimizer(optimizer, name="loss_scale_optimizer")
-  optimizer.build(model.trainable_variables)
-  return optimizer
-
-
-def current_learning_rate(optimizer):
-  inner = getattr(optimizer, "inner_optimizer", optimizer)
-  return float(inner.learning_rate)
-
-
 class Trainer:
   """Builds the model, optimizer, input pipeline and checkpoint on a strategy, and trains.
 
@@ -190,6 +73,8 @@ class Trainer:
   """
 
   def __init__(self, model_config, train, strategy, palette=None, validation=None):
+    train = dataclasses.replace(
+        train, mixed_precision=resolve_mixed_precision(train.mixed_precision, strategy))
     self.train_config = train
     self.strategy = strategy
     self.num_replicas = strategy.num_replicas_in_sync
@@ -219,10 +104,8 @@ class Trainer:
         isinstance(strategy, tf.distribute.TPUStrategy))
     # Every worker resumes from the chief's checkpoints (a shared file system), and saves to its own
     # folder: only the chief's are kept, but saving a distributed checkpoint is collective.
-    latest = tf.train.latest_checkpoint(train.checkpoint_dir)
-    start = int(tf.train.load_checkpoint(latest).get_tensor(_STEP_KEY)) if latest else 0
-    resume_data = self._save_iterator and (latest is None or _ITERATOR_KEY in {
-        name for name, _ in tf.train.list_variables(latest)})
+    latest, start, saved_iterator = latest_resume_point(train.checkpoint_dir)
+    resume_data = self._save_iterator and (latest is None or saved_iterator)
     # Without a saved iterator, a resumed run continues with a fresh stream seeded by the step.
     data_seed = train.seed if (start == 0 or resume_data) else train.seed + start
     if self._save_iterator:
@@ -256,9 +139,9 @@ class Trainer:
 
   def _dataset(self, input_context, seed):
     train = self.train_config
-    pattern = os.path.join(train.data_dir, f"{train.train_split}-*.tfrecord")
     return input_pipeline.train_dataset(
-        pattern, train.batch_size, train.augment, seed=seed, input_context=input_context,
+        records.split_files(train.data_dir, train.train_split), train.batch_size, train.augment,
+        seed=seed, input_context=input_context,
         shuffle_buffer=train.shuffle_buffer, validate_labels=train.validate_labels,
         num_classes=self.model_config.num_classes)
 
@@ -364,41 +247,3 @@ class Trainer:
     summaries.image("images/ground_truth", visualize.colorize(labels.numpy(), self.palette), step)
     summaries.image("images/prediction", visualize.colorize(predictions.numpy(), self.palette),
                     step)
-
-
-class PeriodicEval:
-  """Evaluation during training: single-scale mIoU on the eval split (hfgd_tf.evaluation), and a
-  few predictions for TensorBoard."""
-
-  def __init__(self, file_pattern, num_classes, eval_height, eval_width, batch_size,
-               max_examples=None, ignore_label=input_pipeline.IGNORE_LABEL):
-    self.num_classes = num_classes
-    self.ignore_label = ignore_label
-    self.dataset = input_pipeline.eval_dataset(
-        file_pattern, batch_size, eval_height, eval_width, ignore_label=ignore_label)
-    if max_examples:
-      self.dataset = self.dataset.take(math.ceil(max_examples / batch_size))
-    self._predict = tf.function(lambda model, images: tf.argmax(
-        model(images, training=False), -1, output_type=tf.int32))
-
-  def evaluate(self, model):
-    """{"miou", "pixel_accuracy"} over the eval split (padding and ignored pixels excluded)."""
-    results = evaluation.evaluate(model, self.dataset, self.num_classes,
-                                  ignore_label=self.ignore_label, log_every=0)
-    return {"miou": results.mean_iou, "pixel_accuracy": results.pixel_accuracy}
-
-  def sample(self, model, count=4):
-    """(images [n, H, W, 3] in [-1, 1], labels [n, H, W], predictions [n, H, W]) of the first
-    eval batch."""
-    batch = next(iter(self.dataset))
-    images, labels = batch["image"][:count], batch["label"][:count]
-    return images, labels, self._predict(model, images)
-
-
-def restore_model(model_config, checkpoint_dir):
-  """The model of the latest checkpoint in `checkpoint_dir` (weights only; plain BN)."""
-  if tf.train.latest_checkpoint(checkpoint_dir) is None:
-    raise FlagError(f"--checkpoint_dir: no checkpoint in {checkpoint_dir}")
-  model = build_model(dataclasses.replace(model_config, sync_batch_norm=False))
-  restore_model_weights(model, checkpoint_dir)
-  return model

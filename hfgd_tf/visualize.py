@@ -1,12 +1,10 @@
 """Class maps to pictures: palette colouring, blending over the image, and atomic PNG writing."""
 
-import os
-import tempfile
-
 import numpy as np
 from PIL import Image
 
-IGNORE_LABEL = 255
+from hfgd_tf.atomic_files import atomic_write
+from hfgd_tf.config import IGNORE_LABEL
 
 
 def colorize(class_map, palette, ignore_label=IGNORE_LABEL):
@@ -35,14 +33,5 @@ def overlay(image_uint8, colour_mask, alpha=0.5):
 def write_png(path, array):
   """Writes uint8 [H, W] (grey/indices) or [H, W, 3] (RGB) as PNG via a temporary file and a rename,
   so a reader never sees a half-written file."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, temp_path = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".",
-                                   suffix=".tmp")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      Image.fromarray(np.asarray(array, np.uint8)).save(f, format="PNG")
-    os.replace(temp_path, path)
-  except BaseException:
-    os.unlink(temp_path)
-    raise
+  with atomic_write(path, "wb") as f:
+    Image.fromarray(np.asarray(array, np.uint8)).save(f, format="PNG")

@@ -7,6 +7,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import pytest  # noqa: E402
 
+from tests import tiny_backbones  # noqa: E402
+
+tiny_backbones.register()
+
 
 def pytest_configure(config):
   config.addinivalue_line("markers", "slow: end-to-end tests that take more than a few seconds")

@@ -16,7 +16,8 @@ tf.config.set_logical_device_configuration(
 
 import keras  # noqa: E402  pylint: disable=wrong-import-position
 
-from hfgd_tf.car import class_centers, one_hot_labels  # noqa: E402  pylint: disable=wrong-import-position
+# pylint: disable-next=wrong-import-position
+from hfgd_tf.modeling.car import class_centers, one_hot_labels  # noqa: E402
 
 
 def car_centres(strategy):

@@ -18,8 +18,11 @@ tf.config.set_logical_device_configuration(
 # pylint: disable=wrong-import-position
 from hfgd_tf import evaluation  # noqa: E402
 from hfgd_tf.config import ModelConfig  # noqa: E402
-from hfgd_tf.model import build_model  # noqa: E402
+from hfgd_tf.modeling.model import build_model  # noqa: E402
+from tests import tiny_backbones  # noqa: E402
 from tests.test_evaluation import padded_eval_batches  # noqa: E402
+
+tiny_backbones.register()
 
 NUM_CLASSES = 4
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hfgd_tf.layers.axial_attention import AxialAttention
-from hfgd_tf.layers.self_attention import SelfAttention
+from hfgd_tf.modeling.layers.axial_attention import AxialAttention
+from hfgd_tf.modeling.layers.self_attention import SelfAttention
 
 
 def _softmax(x):

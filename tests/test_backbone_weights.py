@@ -1,4 +1,4 @@
-"""Loading backbone weights from Keras h5 files, official-key safetensors and our own checkpoints."""
+"""Loading backbone weights from Keras h5 files, official-key safetensors and our own files."""
 
 import json
 import struct
@@ -8,11 +8,9 @@ import keras
 import numpy as np
 import pytest
 
-from hfgd_tf.backbones import build_backbone
-from hfgd_tf.backbones.convnext import CONFIGS as CONVNEXT_CONFIGS
-from hfgd_tf.backbones.convnext_v2 import CONFIGS as CONVNEXT_V2_CONFIGS
-from hfgd_tf.backbones.swin import CONFIGS as SWIN_CONFIGS
-from hfgd_tf.backbones.weights import load_backbone_weights, read_safetensors
+from hfgd_tf.modeling.backbones import build_backbone
+from hfgd_tf.modeling.backbones.weights import load_backbone_weights, read_safetensors
+from tests import tiny_backbones
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406]) * 255
 IMAGENET_STD = np.array([0.229, 0.224, 0.225]) * 255
@@ -116,7 +114,8 @@ def _official_convnext(config):
       "downsample_layers.0.1.bias": ((widths[0],), "stem_norm/beta", same),
   }
   for i in range(1, 4):
-    keys[f"downsample_layers.{i}.0.weight"] = ((widths[i - 1],), f"downsample{i + 1}_norm/gamma", same)
+    keys[f"downsample_layers.{i}.0.weight"] = ((widths[i - 1],), f"downsample{i + 1}_norm/gamma",
+                                               same)
     keys[f"downsample_layers.{i}.0.bias"] = ((widths[i - 1],), f"downsample{i + 1}_norm/beta", same)
     keys[f"downsample_layers.{i}.1.weight"] = ((widths[i], widths[i - 1], 2, 2),
                                                f"downsample{i + 1}_conv/kernel", conv)
@@ -189,9 +188,9 @@ def _official_swin(config):
 # Entries of official classification checkpoints that are not part of a backbone.
 EXTRAS = {"norm.weight": (64,), "norm.bias": (64,), "head.weight": (10, 64), "head.bias": (10,)}
 OFFICIAL = {
-    "convnext_test": lambda: _official_convnext(CONVNEXT_CONFIGS["convnext_test"]),
-    "convnext_v2_test": lambda: _official_convnext(CONVNEXT_V2_CONFIGS["convnext_v2_test"]),
-    "swin_test": lambda: _official_swin(SWIN_CONFIGS["swin_test"]),
+    "convnext_test": lambda: _official_convnext(tiny_backbones.CONVNEXT_TEST),
+    "convnext_v2_test": lambda: _official_convnext(tiny_backbones.CONVNEXT_V2_TEST),
+    "swin_test": lambda: _official_swin(tiny_backbones.SWIN_TEST),
 }
 
 
@@ -212,7 +211,8 @@ def _official_file(tmp_path, name, drop=(), reshape=None, seed=0):
 
 
 def test_safetensors_reader_round_trip(tmp_path):
-  tensors = {"a": np.arange(6, dtype="float32").reshape(2, 3), "b": np.ones((1, 1, 1, 4), "float32")}
+  tensors = {"a": np.arange(6, dtype="float32").reshape(2, 3),
+             "b": np.ones((1, 1, 1, 4), "float32")}
   _write_safetensors(tmp_path / "t.safetensors", tensors)
   read = read_safetensors(str(tmp_path / "t.safetensors"))
   assert set(read) == {"a", "b"}

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from hfgd_tf.backbones import BACKBONES, backbone_names, build_backbone
+from hfgd_tf.modeling.backbones import BACKBONES, backbone_names, build_backbone
 from hfgd_tf.flops import PUBLISHED_BACKBONES, backbone_complexity
 
 TINY_CHANNELS = {
@@ -26,7 +26,8 @@ def _shapes(model, images):
 
 
 def _expected(channels, height, width, output_stride=32):
-  return {s: (1, math.ceil(height / min(s, output_stride)), math.ceil(width / min(s, output_stride)), c)
+  return {s: (1, math.ceil(height / min(s, output_stride)),
+              math.ceil(width / min(s, output_stride)), c)
           for s, c in channels.items()}
 
 
@@ -152,7 +153,8 @@ def test_convnext_v2_blocks_have_grn_and_no_layer_scale():
 
 
 def test_grn_matches_numpy_and_is_float32_inside():
-  from hfgd_tf.backbones.convnext import GlobalResponseNorm  # pylint: disable=import-outside-toplevel
+  # pylint: disable-next=import-outside-toplevel
+  from hfgd_tf.modeling.backbones.convnext import GlobalResponseNorm
   rng = np.random.default_rng(1)
   x = rng.normal(size=(2, 5, 6, 4)).astype("float32")
   layer = GlobalResponseNorm()
@@ -218,7 +220,8 @@ def _numpy_window_attention(x, layer, qkv_kernel, qkv_bias, proj_kernel, proj_bi
 
 @pytest.mark.parametrize("shift", [0, 1, 2])
 def test_window_attention_matches_direct_definition(shift):
-  from hfgd_tf.backbones.swin import WindowAttention  # pylint: disable=import-outside-toplevel
+  # pylint: disable-next=import-outside-toplevel
+  from hfgd_tf.modeling.backbones.swin import WindowAttention
   rng = np.random.default_rng(shift)
   x = rng.normal(size=(1, 7, 8, 4)).astype("float32")
   layer = WindowAttention(num_heads=2, window_size=3, shift_size=shift)
@@ -234,7 +237,8 @@ def test_window_attention_matches_direct_definition(shift):
 
 
 def test_layer_depths():
-  from hfgd_tf.backbones.layer_decay import layer_depths, num_depths  # pylint: disable=import-outside-toplevel
+  # pylint: disable-next=import-outside-toplevel
+  from hfgd_tf.modeling.backbones.layer_decay import layer_depths, num_depths
   convnext = build_backbone("convnext_base")  # depths 3-3-27-3: official levels 0..12
   depths = layer_depths(convnext)
   assert set(depths) == {v.path for v in convnext.weights}

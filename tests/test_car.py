@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hfgd_tf.car import ClassAwareRegularization, car_losses
+from hfgd_tf.modeling.car import ClassAwareRegularization, car_losses
 
 
 def _softmax(x):

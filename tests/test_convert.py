@@ -10,15 +10,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
+from scipy import io as scipy_io  # the MAT reader's independent reference
 
-from datasets import builtin, coco_stuff, convert, core, matlab, pascal_context, tfrecord
+from datasets import builtin, coco_stuff, convert, core, matlab, pascal_context, records, tfrecord
 from hfgd_tf import input_pipeline as ip
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _shards(directory, split="train"):
-  return sorted(tf.io.gfile.glob(os.path.join(directory, tfrecord.split_pattern(split))))
+  return sorted(tf.io.gfile.glob(os.path.join(directory, records.finished_shard_pattern(split))))
 
 
 def _stats(paths):
@@ -54,14 +55,14 @@ def test_rerun_keeps_finished_shards_and_replaces_a_stale_incomplete_one(tmp_pat
   kept = _stats(shards[:2] + shards[3:])
   # An interrupted run: shard 2 never got renamed, a truncated temporary file is left behind.
   os.remove(shards[2])
-  with open(shards[2] + tfrecord.INCOMPLETE_SUFFIX, "wb") as f:
+  with open(shards[2] + records.INCOMPLETE_SUFFIX, "wb") as f:
     f.write(original[:100])
   assert len(_shards(tmp_path)) == 3  # the temporary file never looks finished
   tfrecord.write_split(builtin.INFO, "train", items, str(tmp_path), num_shards=4)
   assert _stats(shards[:2] + shards[3:]) == kept
   with open(shards[2], "rb") as f:
     assert f.read() == original
-  assert not os.path.exists(shards[2] + tfrecord.INCOMPLETE_SUFFIX)
+  assert not os.path.exists(shards[2] + records.INCOMPLETE_SUFFIX)
 
 
 def test_a_failure_mid_shard_loses_nothing_written_and_leaves_no_half_shard(tmp_path, monkeypatch):
@@ -79,7 +80,7 @@ def test_a_failure_mid_shard_loses_nothing_written_and_leaves_no_half_shard(tmp_
   # Shards 0 and 1 (items 0..5) were finished before the failure; shard 2 (items 6..8) failed.
   finished = _shards(tmp_path)
   assert [os.path.basename(p)[:11] for p in finished] == ["train-00000", "train-00001"]
-  assert not [name for name in os.listdir(tmp_path) if name.endswith(tfrecord.INCOMPLETE_SUFFIX)]
+  assert not [name for name in os.listdir(tmp_path) if name.endswith(records.INCOMPLETE_SUFFIX)]
   kept = _stats(finished)
   monkeypatch.setattr(builtin, "load_example", load)
   tfrecord.write_split(builtin.INFO, "train", items, str(tmp_path), num_shards=4)
@@ -212,7 +213,6 @@ def test_mat_reader_reads_label_maps_and_skips_other_variables(tmp_path, compres
 
 
 def test_mat_reader_agrees_with_scipy(tmp_path):
-  scipy_io = pytest.importorskip("scipy.io")  # optional cross-check; scipy is not a dependency
   path = str(tmp_path / "s.mat")
   scipy_io.savemat(path, {"LabelMap": PC_MAT_LABEL.astype(np.uint16), "x": 3.0},
                    do_compression=True)
@@ -240,13 +240,13 @@ def test_pascal_context_official_mat_layout_golden(tmp_path):
   jpeg = _pascal_official(raw)
   info = convert.convert("pascal_context", raw, out, splits=["train"])
   assert info["splits"]["train"]["num_examples"] == 2 and info["num_classes"] == 59
-  records = _records(out, "train")
-  np.testing.assert_array_equal(_label_of(records["2008_000002"]), PC_MAT_EXPECTED)
-  np.testing.assert_array_equal(_label_of(records["2008_000003"]), np.full((3, 3), 46))  # sky
+  written = _records(out, "train")
+  np.testing.assert_array_equal(_label_of(written["2008_000002"]), PC_MAT_EXPECTED)
+  np.testing.assert_array_equal(_label_of(written["2008_000003"]), np.full((3, 3), 46))  # sky
   # The source JPEG is stored as is (lossless with respect to the source).
-  assert records["2008_000002"]["image/encoded"].bytes_list.value[0] == jpeg
-  assert records["2008_000002"]["image/format"].bytes_list.value[0] == b"jpeg"
-  assert records["2008_000002"]["image/height"].int64_list.value[0] == 4
+  assert written["2008_000002"]["image/encoded"].bytes_list.value[0] == jpeg
+  assert written["2008_000002"]["image/format"].bytes_list.value[0] == b"jpeg"
+  assert written["2008_000002"]["image/height"].int64_list.value[0] == 4
 
 
 def test_pascal_context_rejects_a_different_labels_txt(tmp_path):
@@ -386,4 +386,4 @@ def test_cli_reports_one_clear_error_and_keeps_finished_shards(tmp_path):
   assert "aachen_000000_000002_gtFine_labelIds.png has values [40]" in result.stderr
   assert "Traceback" not in result.stderr
   assert [os.path.basename(p) for p in _shards(out, "val")] == ["val-00000-of-00002.tfrecord"]
-  assert not os.path.exists(os.path.join(out, tfrecord.INFO_FILENAME))
+  assert not os.path.exists(os.path.join(out, records.INFO_FILENAME))

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from hfgd_tf import evaluation
 from hfgd_tf.config import ModelConfig
-from hfgd_tf.model import build_model
+from hfgd_tf.modeling.model import build_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_CLASSES = 4

@@ -16,7 +16,7 @@ from hfgd_tf import export
 from hfgd_tf.config import ModelConfig
 from hfgd_tf.evaluation import multi_scale_logits
 from hfgd_tf.input_pipeline import normalize_image
-from hfgd_tf.model import build_model
+from hfgd_tf.modeling.model import build_model
 
 NUM_CLASSES = 4
 PROTOCOLS = {

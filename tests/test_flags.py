@@ -64,7 +64,6 @@ def test_dataset_gives_classes_and_sizes():
 
 
 @pytest.mark.parametrize("arguments, message", [
-    (["--dataset=builtin", "--num_classes=59"], "--num_classes: 59 conflicts with dataset=builtin"),
     (["--crop_height=200"], "--crop_height: crop 200x129 is larger than the eval size"),
     (["--dataset=pascal_context", "--data_dir=/nonexistent"], "--data_dir: /nonexistent is not"),
     (["--dataset=pascal_context"], "--data_dir: required for dataset=pascal_context"),
@@ -112,3 +111,43 @@ def test_main_eval_without_a_checkpoint_names_the_folder(tmp_path):
   assert result.returncode != 0
   assert result.stderr.strip().splitlines()[-1] == (
       f"error: --checkpoint_dir: no checkpoint in {tmp_path}/checkpoints")
+
+
+def test_command_line_flags_win_over_flagfile_values_whatever_their_order():
+  demo = f"--flagfile={ROOT}/experiments/builtin/demo.cfg"  # says --mode=train, --train_steps=...
+  for arguments in (["--mode=flops", "--train_steps=77", demo],
+                    [demo, "--mode=flops", "--train_steps=77"]):
+    settings = _settings(*arguments)
+    assert settings.mode == "flops" and settings.train.train_steps == 77
+
+
+def test_each_experiment_gets_its_own_run_folder():
+  first, second = (f"{ROOT}/experiments/pascal_context/{name}_r50_bs16-30k_pascal-context-59-513"
+                   ".cfg" for name in ("hfgd-os4", "sfpn"))
+  folders = {_settings(f"--flagfile={path}", f"--flagfile={ROOT}/experiments/common/eval_mf.cfg",
+                       mode="flops").train.model_dir for path in (first, second)}
+  assert folders == {os.path.join("runs", "hfgd-os4_r50_bs16-30k_pascal-context-59-513"),
+                     os.path.join("runs", "sfpn_r50_bs16-30k_pascal-context-59-513")}
+  explicit = _settings(f"--flagfile={first}", "--model_dir=/tmp/mine", mode="flops")
+  assert explicit.train.model_dir == "/tmp/mine"
+  assert explicit.train.checkpoint_dir == "/tmp/mine/checkpoints"
+
+
+@pytest.mark.parametrize("devices, capability, expected", [
+    ([], None, "none"), (["GPU"], (7, 0), "float16"), (["GPU"], (8, 0), "bfloat16"),
+    (["GPU"], (9, 0), "bfloat16")])
+def test_auto_precision_fits_the_device(monkeypatch, devices, capability, expected):
+  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf
+
+  from hfgd_tf.distribution import resolve_mixed_precision
+  monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind: devices)
+  monkeypatch.setattr(tf.config.experimental, "get_device_details",
+                      lambda device: {"compute_capability": capability})
+  strategy = tf.distribute.get_strategy()
+  assert resolve_mixed_precision("auto", strategy) == expected
+  assert resolve_mixed_precision("float16", strategy) == "float16"
+  recipe = _settings(
+      f"--flagfile={ROOT}/experiments/pascal_context/hfgd-os4_r50_bs16-30k_pascal-context-59-513"
+      ".cfg", mode="flops")
+  assert recipe.train.mixed_precision == "auto"

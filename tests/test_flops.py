@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from hfgd_tf.config import ModelConfig
 from hfgd_tf.flops import frozen_graph, graph_complexity, model_complexity
-from hfgd_tf.model import build_model
+from hfgd_tf.modeling.model import build_model
 
 
 def conv_net(dilation_rate=1):

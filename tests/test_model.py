@@ -7,8 +7,8 @@ import tensorflow as tf
 import keras
 
 from hfgd_tf.config import ModelConfig
-from hfgd_tf.losses import cross_entropy, segmentation_losses
-from hfgd_tf.model import SegmentationModel, build_model
+from hfgd_tf.modeling.losses import cross_entropy, segmentation_losses
+from hfgd_tf.modeling.model import SegmentationModel, build_model
 
 NUM_CLASSES = 4
 
@@ -145,8 +145,10 @@ def test_cross_entropy_ignores_pixels_and_averages_as_configured():
 
 
 def test_config_validation_names_the_field():
-  with pytest.raises(ValueError, match="decoder='fpn'"):
-    ModelConfig(decoder="fpn").validate()
+  with pytest.raises(ValueError, match="unknown decoder 'fpn'; choose one of sfpn, usfpn"):
+    build_model(tiny_config(decoder="fpn"))
+  with pytest.raises(ValueError, match="unknown encoder 'nl'; choose one of aspp, cae"):
+    build_model(tiny_config(encoder="nl", hfgm=False))
   with pytest.raises(ValueError, match="hfgm=True"):
     ModelConfig(encoder="ocr").validate()
   with pytest.raises(ValueError, match="ignore_label=0"):
@@ -164,16 +166,6 @@ def test_model_config_round_trip_gives_the_same_model():
   clone.set_weights(model.get_weights())
   np.testing.assert_allclose(clone(images, training=False).numpy(),
                              model(images, training=False).numpy(), atol=1e-5)
-
-
-def test_custom_layers_round_trip_their_config():
-  model = build_model(tiny_config())
-  layers = [model.encoder, model.encoder.car, model.encoder.attention, model.decoder,
-            model.hfgm, model.hfgm.axial_attention, model.encoder.leading_convs[0]]
-  for layer in layers:
-    config = layer.get_config()
-    rebuilt = type(layer).from_config(config)
-    assert rebuilt.get_config() == config, type(layer).__name__
 
 
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])

@@ -9,7 +9,7 @@ from PIL import Image
 from hfgd_tf import predict, visualize
 from hfgd_tf.config import ModelConfig
 from hfgd_tf.input_pipeline import normalize_image
-from hfgd_tf.model import build_model
+from hfgd_tf.modeling.model import build_model
 
 NUM_CLASSES = 4
 PALETTE = [(0, 0, 0), (255, 0, 0), (0, 255, 0), (0, 0, 255)]

@@ -14,10 +14,12 @@ import pytest
 import tensorflow as tf
 
 from datasets.builtin import ensure_builtin_dataset
+from hfgd_tf import optimization
 from hfgd_tf import train as train_lib
-from hfgd_tf.backbones.layer_decay import num_depths
-from hfgd_tf.config import AugmentConfig, ModelConfig
-from hfgd_tf.run_config import TrainConfig
+from hfgd_tf.checkpoints import restore_model
+from hfgd_tf.config import AugmentConfig, ModelConfig, TrainConfig
+from hfgd_tf.evaluation import PeriodicEval
+from hfgd_tf.modeling.backbones.layer_decay import num_depths
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_MODEL = ModelConfig(num_classes=7, backbone="resnet_test", encoder_filters=16,
@@ -32,7 +34,8 @@ def data_dir(tmp_path_factory):
 def _train_config(data_dir, checkpoint_dir, **overrides):
   values = dict(data_dir=data_dir, checkpoint_dir=str(checkpoint_dir),
                 tensorboard_dir=str(checkpoint_dir / "tb"),
-                augment=AugmentConfig(crop_height=33, crop_width=33), batch_size=2, train_steps=6, optimizer="adamw", learning_rate=3e-3,
+                augment=AugmentConfig(crop_height=33, crop_width=33), batch_size=2,
+                train_steps=6, optimizer="adamw", learning_rate=3e-3,
                 checkpoint_every=3, log_every=3, image_summary_every=3, shuffle_buffer=16,
                 seed=1)
   values.update(overrides)
@@ -51,8 +54,8 @@ def _weights(model):
 
 @pytest.mark.slow
 def test_loss_decreases_and_eval_gives_finite_miou(data_dir, tmp_path):
-  validation = train_lib.PeriodicEval(os.path.join(data_dir, "val-*.tfrecord"), 7, 129, 129,
-                                      batch_size=2)
+  validation = PeriodicEval(os.path.join(data_dir, "val-*.tfrecord"), 7, 129, 129,
+                            batch_size=2)
   config = _train_config(data_dir, tmp_path, train_steps=16, log_every=1, eval_every=8,
                          augment=AugmentConfig(crop_height=33, crop_width=33, min_scale=1.0,
                                                max_scale=1.0))
@@ -115,7 +118,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_path, m
   with pytest.raises(train_lib.TrainingDivergedError, match=r"loss is nan at step 5 \(terms: ce="):
     trainer.train()
   assert tf.train.latest_checkpoint(config.checkpoint_dir).endswith("ckpt-4")
-  restored = train_lib.restore_model(TINY_MODEL, config.checkpoint_dir)
+  restored = restore_model(TINY_MODEL, config.checkpoint_dir)
   assert all(np.isfinite(weights).all() for weights in _weights(restored))
 
 
@@ -124,15 +127,15 @@ def test_sgd_adds_l2_on_kernels_and_adamw_excludes_norms_and_biases(data_dir, tm
   names = {variable.name for variable in sgd._l2}
   assert names == {"kernel"} or names <= {"kernel", "depthwise_kernel"}
   assert len(sgd._l2) == sum(v.name.endswith("kernel") for v in sgd.model.trainable_variables)
-  head_only = train_lib.l2_variables(sgd.model, head_only=True)
+  head_only = optimization.l2_variables(sgd.model, head_only=True)
   backbone = {id(v) for v in sgd.model.backbone.weights}
   assert head_only and not any(id(v) in backbone for v in head_only)
 
-  excluded = train_lib.no_weight_decay_variables(sgd.model)
+  excluded = optimization.no_weight_decay_variables(sgd.model)
   assert {v.name for v in excluded} == {"gamma", "beta", "moving_mean", "moving_variance",
                                         "bias"}
-  adamw = train_lib.build_optimizer(dataclasses.replace(sgd.train_config, optimizer="adamw"),
-                                    sgd.model)
+  adamw = optimization.build_optimizer(
+      dataclasses.replace(sgd.train_config, optimizer="adamw"), sgd.model)
   kernel = next(v for v in sgd.model.trainable_variables if v.name == "kernel")
   gamma = next(v for v in sgd.model.trainable_variables if v.name == "gamma")
   assert adamw._use_weight_decay(kernel) and not adamw._use_weight_decay(gamma)
@@ -140,11 +143,11 @@ def test_sgd_adds_l2_on_kernels_and_adamw_excludes_norms_and_biases(data_dir, tm
 
 def test_schedule_is_poly_with_optional_warmup():
   config = TrainConfig(learning_rate=0.01, train_steps=100, poly_power=0.9)
-  schedule = train_lib.learning_rate_schedule(config)
+  schedule = optimization.learning_rate_schedule(config)
   assert float(schedule(0)) == pytest.approx(0.01)
   assert float(schedule(50)) == pytest.approx(0.01 * 0.5 ** 0.9, rel=1e-5)
   assert float(schedule(100)) == pytest.approx(0.0)
-  warm = train_lib.learning_rate_schedule(dataclasses.replace(config, warmup_steps=10))
+  warm = optimization.learning_rate_schedule(dataclasses.replace(config, warmup_steps=10))
   assert float(warm(5)) == pytest.approx(0.005)
   assert float(warm(10)) == pytest.approx(0.01)
   assert float(warm(55)) == pytest.approx(0.01 * 0.5 ** 0.9, rel=1e-5)

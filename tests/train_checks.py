@@ -20,9 +20,11 @@ if sys.argv[1] == "mirrored":
 
 # pylint: disable=wrong-import-position
 from hfgd_tf import train as train_lib  # noqa: E402
-from hfgd_tf.config import AugmentConfig, ModelConfig  # noqa: E402
+from hfgd_tf.config import AugmentConfig, ModelConfig, TrainConfig  # noqa: E402
 from hfgd_tf.distribution import create_strategy  # noqa: E402
-from hfgd_tf.run_config import TrainConfig  # noqa: E402
+from tests import tiny_backbones  # noqa: E402
+
+tiny_backbones.register()
 
 # CAR's intra and centre-to-pixel losses average over each replica's own pixels (as the original
 # did), so they differ slightly from one device; the centre-to-centre loss uses all-reduced centres.

@@ -15,7 +15,8 @@ features. All resizes are bilinear with aligned corners.
 import keras
 import tensorflow as tf
 
-from hfgd_tf.layers.common import ConvNormAct, resize, spatial_size
+from hfgd_tf.modeling.layers.common import ConvNormAct
+from hfgd_tf.ops import resize, spatial_size
 
 PYRAMID_STRIDES = (4, 8, 16, 32)
 

@@ -2,7 +2,7 @@
 
 Contract every backbone builder follows (registered in `BACKBONES` under a flag value):
 
-  builder(output_stride=32, drop_path_rate=None, sync_batch_norm=False, bn_momentum=0.9997,
+  builder(output_stride=32, drop_path_rate=None, sync_batch_norm=False, bn_momentum=BN_MOMENTUM,
           name=None) -> keras.Model
 
   * input: float images [N, H, W, 3], already normalised to [-1, 1] (x * 2/255 - 1), any H and W;

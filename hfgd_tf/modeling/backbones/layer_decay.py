@@ -74,7 +74,8 @@ def _depth_fn(backbone):
   names = {layer.name for layer in backbone.layers}
   family = _family(names)
   if family == "keras_resnet":
-    return _sequential_depth_fn(_blocks_per_stage(names, _KERAS_RESNET_BLOCK), _KERAS_RESNET_BLOCK, 2)
+    blocks = _blocks_per_stage(names, _KERAS_RESNET_BLOCK)
+    return _sequential_depth_fn(blocks, _KERAS_RESNET_BLOCK, 2)
   blocks = _blocks_per_stage(names, _STAGE_BLOCK)
   if family == "convnext":
     return _convnext_depth_fn(blocks)

@@ -13,8 +13,8 @@ that would take the features past `output_stride` gets stride 1 and the rate mul
 stride, and already uses that new rate itself. At OS 8 this gives stage-2's last block rate 2,
 stage-3 blocks 1-5 rate 2 and block 6 rate 4, stage-4 rates 4, 8, 16.
 
-Endpoints (513 input, OS 32): 2 = stem output before the max-pool (128 ch, 257), 4/8/16 = stage 1/2/3
-output BEFORE its last (strided) block (256/512/1024 ch; 129/65/33), 32 = final (2048 ch, 17).
+Endpoints (513 input, OS 32): 2 = stem output before the max-pool (128 ch, 257), 4/8/16 = stage
+1/2/3 output BEFORE its last (strided) block (256/512/1024 ch; 129/65/33), 32 = final (2048 ch, 17).
 """
 
 import dataclasses
@@ -22,7 +22,8 @@ from typing import Tuple
 
 import keras
 
-from hfgd_tf.backbones import BACKBONES
+from hfgd_tf.config import BN_MOMENTUM
+from hfgd_tf.modeling.backbones import BACKBONES
 
 BN_EPSILON = 1.001e-5
 EXPANSION = 4
@@ -39,14 +40,15 @@ class ResNetConfig:
 CONFIGS = {
     "resnet50": ResNetConfig(blocks=(3, 4, 6, 3)),
     "resnet101": ResNetConfig(blocks=(3, 4, 23, 3)),
-    # Tests only: narrow, two blocks per stage so every stage keeps its strided last block; the last
-    # stage keeps three blocks so the multi-grid (1, 2, 4) applies unchanged.
-    "resnet_test": ResNetConfig(blocks=(2, 2, 2, 3), widths=(8, 16, 32, 64), stem_widths=(8, 8, 16)),
+    # The built-in demo's: narrow, two blocks per stage so every stage keeps its strided last block;
+    # the last stage keeps three blocks so the multi-grid (1, 2, 4) applies unchanged.
+    "resnet_tiny": ResNetConfig(blocks=(2, 2, 2, 3), widths=(8, 16, 32, 64),
+                                stem_widths=(8, 8, 16)),
 }
 
 
 def _conv_bn(x, filters, kernel_size, name, strides=1, dilation_rate=1, relu=True,
-             sync_batch_norm=False, bn_momentum=0.9997):
+             sync_batch_norm=False, bn_momentum=BN_MOMENTUM):
   x = keras.layers.Conv2D(filters, kernel_size, strides=strides, dilation_rate=dilation_rate,
                           padding="same", use_bias=False, name=f"{name}_conv")(x)
   x = keras.layers.BatchNormalization(momentum=bn_momentum, epsilon=BN_EPSILON,
@@ -70,7 +72,8 @@ def _bottleneck(x, width, name, strides, dilation_rate, projection, bn_args):
   return keras.layers.ReLU(name=f"{name}_out")(y)
 
 
-def build_resnet(config, output_stride=32, sync_batch_norm=False, bn_momentum=0.9997, name=None):
+def build_resnet(config, output_stride=32, sync_batch_norm=False, bn_momentum=BN_MOMENTUM,
+                 name=None):
   """Builds the modern ResNet of `config` as a functional model returning {stride: features}."""
   if output_stride not in (8, 16, 32):
     raise ValueError(f"ResNet output_stride must be 8, 16 or 32, got {output_stride}")
@@ -105,18 +108,18 @@ def build_resnet(config, output_stride=32, sync_batch_norm=False, bn_momentum=0.
   return keras.Model(images, endpoints, name=name)
 
 
-def _register(config_name):
+def register_config(config_name, config):
+  """Registers a builder of `config` as backbone `config_name`."""
   @BACKBONES.register(config_name)
-  def builder(output_stride=32, drop_path_rate=None, sync_batch_norm=False, bn_momentum=0.9997,
-              name=None):
+  def builder(output_stride=32, drop_path_rate=None, sync_batch_norm=False,
+              bn_momentum=BN_MOMENTUM, name=None):
     del drop_path_rate  # this ResNet has no stochastic depth
-    return build_resnet(CONFIGS[config_name], output_stride=output_stride,
-                        sync_batch_norm=sync_batch_norm, bn_momentum=bn_momentum,
-                        name=name or config_name)
+    return build_resnet(config, output_stride=output_stride, sync_batch_norm=sync_batch_norm,
+                        bn_momentum=bn_momentum, name=name or config_name)
   builder.__name__ = f"build_{config_name}"
   builder.__doc__ = f"Modern ResNet {config_name!r}; see the module docstring."
   return builder
 
 
-for _name in CONFIGS:
-  _register(_name)
+for _name, _config in CONFIGS.items():
+  register_config(_name, _config)

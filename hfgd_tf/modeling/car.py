@@ -8,7 +8,8 @@ centres. Formulas follow the original `car_core/car.py` exactly (reference secti
 
   c_k   = sum_{n,p} Y_npk X_np / sum_{n,p} Y_npk        (0 for classes absent from the batch)
   intra = max( (mean_{n,p,c} v_np |sg(c_{y_np}) - X_np|_c)^2, 1e-5 )
-  c2c   = ( mean_k clip(sum_{j!=k} relu(A_kj - t_cc/(K-1))) )^2,  A = softmax_j(c_k.sg(c_j)/sqrt(C'))
+  c2c   = ( mean_k clip(sum_{j!=k} relu(A_kj - t_cc/(K-1))) )^2,
+          A = softmax_j(c_k.sg(c_j)/sqrt(C'))
   c2p   = ( mean_{n,p} clip(sum_{k!=y} relu(Q_npk - t_cp/(K-1))) )^2,
           Q = softmax_k(E/sqrt(C')), E_npk = X_np.sg(c_k), E_np,y = |sg(c_y)|^2
 
@@ -20,7 +21,9 @@ comes after the mean.
 import keras
 import tensorflow as tf
 
-from hfgd_tf.layers.common import BN_MOMENTUM, HEAD_BN_EPSILON, ConvNormAct, resize
+from hfgd_tf.config import BN_MOMENTUM, HEAD_BN_EPSILON, IGNORE_LABEL
+from hfgd_tf.modeling.layers.common import ConvNormAct
+from hfgd_tf.ops import resize
 
 _CLIP = 1e-7
 
@@ -87,8 +90,8 @@ def inter_class_pixel_loss(features, one_hot, centers, threshold=0.25):
   return tf.square(tf.reduce_mean(excess))
 
 
-def car_losses(features, labels, num_classes, ignore_label=255, use_intra=True, use_c2c=True,
-               use_c2p=True, c2c_threshold=0.5, c2p_threshold=0.25):
+def car_losses(features, labels, num_classes, ignore_label=IGNORE_LABEL, use_intra=True,
+               use_c2c=True, use_c2p=True, c2c_threshold=0.5, c2p_threshold=0.25):
   """The CAR losses of features [N, H, W, C'] against labels [N, H, W] at the same size.
 
   Returns a dict with the enabled terms among `car_intra`, `car_c2c`, `car_c2p` (float32 scalars,
@@ -118,7 +121,7 @@ class ClassAwareRegularization(keras.layers.Layer):
   with labels, scaled by the intra/inter rates (inter = c2c + c2p, as the original adds them).
   """
 
-  def __init__(self, num_classes, filters=512, apply_convs=True, ignore_label=255,
+  def __init__(self, num_classes, filters=512, apply_convs=True, ignore_label=IGNORE_LABEL,
                use_intra_loss=True, use_c2c_loss=True, use_c2p_loss=True,
                intra_loss_rate=1.0, inter_loss_rate=1.0, c2c_threshold=0.5, c2p_threshold=0.25,
                align_corners=True, sync_batch_norm=False, bn_momentum=BN_MOMENTUM,
@@ -177,3 +180,12 @@ class ClassAwareRegularization(keras.layers.Layer):
         align_corners=self.align_corners, sync_batch_norm=self.sync_batch_norm,
         bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)
     return config
+
+
+def car_kwargs(config):
+  """The CAR arguments (losses, thresholds, rates) from the model config."""
+  return dict(num_classes=config.num_classes, ignore_label=config.ignore_label,
+              use_intra_loss=config.car_intra_loss, use_c2c_loss=config.car_c2c_loss,
+              use_c2p_loss=config.car_c2p_loss, intra_loss_rate=config.car_intra_loss_rate,
+              inter_loss_rate=config.car_inter_loss_rate, c2c_threshold=config.car_c2c_threshold,
+              c2p_threshold=config.car_c2p_threshold, align_corners=config.align_corners)

@@ -1,23 +1,15 @@
-"""Building blocks shared by every head: conv + norm + activation, batch norm, resizing, drop path."""
+"""Building blocks shared by every head: conv + batch norm + activation, and drop path."""
 
 import keras
 import tensorflow as tf
 
-# Head batch-norm defaults of the original codebase: momentum 0.9997 (paper, Sec. 4) and Keras'
-# default epsilon 1e-3, which the original never overrode for heads.
-BN_MOMENTUM = 0.9997
-HEAD_BN_EPSILON = 1e-3
+from hfgd_tf.config import BN_MOMENTUM, HEAD_BN_EPSILON
 
 
-def batch_norm(sync=False, momentum=BN_MOMENTUM, epsilon=HEAD_BN_EPSILON, name=None):
-  """Batch normalization, synchronized across replicas when `sync`.
-
-  Keras computes the moments in float32 under mixed precision, so statistics stay float32.
-  `sync` all-reduces the per-replica sums, giving one-device statistics on the global batch; use it
-  only with more than one replica (it costs an all-reduce per layer).
-  """
-  return keras.layers.BatchNormalization(
-      momentum=momentum, epsilon=epsilon, synchronized=sync, name=name)
+def norm_kwargs(config):
+  """The batch-norm arguments every head layer takes, from the model config."""
+  return dict(sync_batch_norm=config.sync_batch_norm, bn_momentum=config.bn_momentum,
+              bn_epsilon=config.head_bn_epsilon)
 
 
 @keras.saving.register_keras_serializable("hfgd_tf")
@@ -67,52 +59,6 @@ class ConvNormAct(keras.layers.Layer):
     return config
 
 
-def resize(images, size, align_corners=True, method="bilinear"):
-  """Resizes NHWC `images` to `size` = (height, width); works on dynamic shapes and in graphs.
-
-  align_corners=True is what the original did in the HFGD era: with sizes 2^k*m+1 (513, 257, 129,
-  65, 33, 17) it maps grids onto each other exactly. The result keeps the input dtype (TF's
-  bilinear kernels return float32).
-  """
-  dtype = images.dtype
-  if method == "bilinear":
-    out = tf.raw_ops.ResizeBilinear(images=images, size=size, align_corners=align_corners,
-                                    half_pixel_centers=not align_corners)
-  elif method == "nearest":
-    out = tf.raw_ops.ResizeNearestNeighbor(images=images, size=size, align_corners=align_corners,
-                                           half_pixel_centers=not align_corners)
-  else:
-    raise ValueError(f"unknown resize method {method!r}; choose bilinear or nearest")
-  return tf.cast(out, dtype)
-
-
-def spatial_size(x):
-  """(height, width) of an NHWC tensor, static where known, dynamic otherwise."""
-  static = x.shape[1:3]
-  dynamic = tf.shape(x)[1:3]
-  return (static[0] if static[0] is not None else dynamic[0],
-          static[1] if static[1] is not None else dynamic[1])
-
-
-@keras.saving.register_keras_serializable("hfgd_tf")
-class Resize(keras.layers.Layer):
-  """Resizes its first input to the spatial size of its second input (or to a given size)."""
-
-  def __init__(self, align_corners=True, method="bilinear", **kwargs):
-    super().__init__(**kwargs)
-    self.align_corners = align_corners
-    self.method = method
-
-  def call(self, inputs, target):
-    size = target if isinstance(target, (tuple, list)) else spatial_size(target)
-    return resize(inputs, size, self.align_corners, self.method)
-
-  def get_config(self):
-    config = super().get_config()
-    config.update(align_corners=self.align_corners, method=self.method)
-    return config
-
-
 @keras.saving.register_keras_serializable("hfgd_tf")
 class DropPath(keras.layers.Layer):
   """Stochastic depth: drops a residual branch per sample with probability `rate` in training.
@@ -130,7 +76,8 @@ class DropPath(keras.layers.Layer):
       return inputs
     keep = 1.0 - self.rate
     shape = (tf.shape(inputs)[0],) + (1,) * (len(inputs.shape) - 1)
-    mask = tf.floor(keep + keras.random.uniform(shape, seed=self.seed_generator, dtype=inputs.dtype))
+    noise = keras.random.uniform(shape, seed=self.seed_generator, dtype=inputs.dtype)
+    mask = tf.floor(keep + noise)
     return inputs / keep * mask
 
   def get_config(self):

@@ -24,8 +24,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from hfgd_tf.backbones import BACKBONES
-from hfgd_tf.layers.common import DropPath
+from hfgd_tf.config import BN_MOMENTUM
+from hfgd_tf.modeling.backbones import BACKBONES
+from hfgd_tf.modeling.layers.common import DropPath
 
 LN_EPSILON = 1e-6
 LAYER_SCALE_INIT = 1e-6
@@ -46,7 +47,6 @@ CONFIGS = {
     "convnext_base": ConvNeXtConfig((3, 3, 27, 3), (128, 256, 512, 1024), 0.5),
     "convnext_large": ConvNeXtConfig((3, 3, 27, 3), (192, 384, 768, 1536), 0.3),
     "convnext_xlarge": ConvNeXtConfig((3, 3, 27, 3), (256, 512, 1024, 2048), 0.4),
-    "convnext_test": ConvNeXtConfig((1, 1, 2, 1), (8, 16, 32, 64), 0.1),
 }
 
 
@@ -113,7 +113,8 @@ def convnext_block(x, name, drop_path_rate, grn=False, layer_scale_init=LAYER_SC
   y = keras.layers.DepthwiseConv2D(7, padding="same", name=f"{name}_dwconv")(x)
   y = _layer_norm(f"{name}_norm")(y)
   y = keras.layers.Dense(4 * channels, name=f"{name}_pwconv1")(y)
-  y = keras.layers.Activation("gelu", name=f"{name}_gelu")(y)  # Keras' "gelu" is the exact (erf) one
+  # Keras' "gelu" is the exact (erf) one.
+  y = keras.layers.Activation("gelu", name=f"{name}_gelu")(y)
   if grn:
     y = GlobalResponseNorm(name=f"{name}_grn")(y)
   y = keras.layers.Dense(channels, name=f"{name}_pwconv2")(y)
@@ -137,7 +138,8 @@ def build_convnext(config, drop_path_rate=None, name=None):
   for stage, (depth, width) in enumerate(zip(config.depths, config.widths), start=1):
     if stage > 1:
       x = _layer_norm(f"downsample{stage}_norm")(x)
-      x = keras.layers.Conv2D(width, 2, strides=2, padding="same", name=f"downsample{stage}_conv")(x)
+      x = keras.layers.Conv2D(width, 2, strides=2, padding="same",
+                              name=f"downsample{stage}_conv")(x)
     for block in range(1, depth + 1):
       x = convnext_block(x, f"stage{stage}_block{block}", rates[block_index], grn=config.grn,
                          layer_scale_init=config.layer_scale_init)
@@ -149,8 +151,8 @@ def build_convnext(config, drop_path_rate=None, name=None):
 def register_configs(configs):
   """Registers one builder per entry of `configs` (shared with convnext_v2.py)."""
   for config_name, config in configs.items():
-    def builder(output_stride=32, drop_path_rate=None, sync_batch_norm=False, bn_momentum=0.9997,
-                name=None, _config=config, _config_name=config_name):
+    def builder(output_stride=32, drop_path_rate=None, sync_batch_norm=False,
+                bn_momentum=BN_MOMENTUM, name=None, _config=config, _config_name=config_name):
       del sync_batch_norm, bn_momentum  # LayerNorm only
       if output_stride != 32:
         raise ValueError(f"{_config_name} supports output_stride 32 only, got {output_stride}")

@@ -22,8 +22,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from hfgd_tf.backbones import BACKBONES
-from hfgd_tf.layers.common import DropPath
+from hfgd_tf.config import BN_MOMENTUM
+from hfgd_tf.modeling.backbones import BACKBONES
+from hfgd_tf.modeling.layers.common import DropPath
 
 LN_EPSILON = 1e-5
 PATCH_SIZE = 4
@@ -47,7 +48,6 @@ CONFIGS = {
     "swin_base_384": SwinConfig(128, (2, 2, 18, 2), (4, 8, 16, 32), 12),
     "swin_large_224": SwinConfig(192, (2, 2, 18, 2), (6, 12, 24, 48), 7),
     "swin_large_384": SwinConfig(192, (2, 2, 18, 2), (6, 12, 24, 48), 12),
-    "swin_test": SwinConfig(12, (2, 2, 2, 2), (1, 2, 3, 4), 3, drop_path_rate=0.1),
 }
 
 
@@ -251,18 +251,18 @@ def build_swin(config, drop_path_rate=None, name=None):
   return keras.Model(images, endpoints, name=name)
 
 
-def _register(config_name):
+def register_config(config_name, config):
+  """Registers a builder of `config` as backbone `config_name`."""
   @BACKBONES.register(config_name)
-  def builder(output_stride=32, drop_path_rate=None, sync_batch_norm=False, bn_momentum=0.9997,
-              name=None):
+  def builder(output_stride=32, drop_path_rate=None, sync_batch_norm=False,
+              bn_momentum=BN_MOMENTUM, name=None):
     del sync_batch_norm, bn_momentum  # LayerNorm only
     if output_stride != 32:
       raise ValueError(f"{config_name} supports output_stride 32 only, got {output_stride}")
-    return build_swin(CONFIGS[config_name], drop_path_rate=drop_path_rate,
-                      name=name or config_name)
+    return build_swin(config, drop_path_rate=drop_path_rate, name=name or config_name)
   builder.__name__ = f"build_{config_name}"
-  builder.__doc__ = f"{config_name}: {CONFIGS[config_name]}."
+  builder.__doc__ = f"{config_name}: {config}."
 
 
-for _name in CONFIGS:
-  _register(_name)
+for _name, _config in CONFIGS.items():
+  register_config(_name, _config)

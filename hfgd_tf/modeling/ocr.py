@@ -1,9 +1,10 @@
-"""Object-contextual representations (Yuan et al. 2020), one of the CAE alternatives of Table 1."""
+"""OCR (object-contextual representations, Yuan et al. 2020) and the OCR encoder, one of the CAE
+alternatives of Table 1."""
 
 import keras
 import tensorflow as tf
 
-from hfgd_tf.layers.common import ConvNormAct
+from hfgd_tf.modeling.layers.common import ConvNormAct
 
 
 @keras.saving.register_keras_serializable("hfgd_tf")
@@ -74,4 +75,26 @@ class OCR(keras.layers.Layer):
     config = super().get_config()
     config.update(num_classes=self.num_classes, filters=self.filters,
                   key_filters=self.key_filters, norm=self.norm)
+    return config
+
+
+@keras.saving.register_keras_serializable("hfgd_tf")
+class OCREncoder(keras.layers.Layer):
+  """OCR with its deep-supervision logits returned as auxiliary logits."""
+
+  def __init__(self, num_classes, filters=512, norm=None, **kwargs):
+    super().__init__(**kwargs)
+    self.num_classes = num_classes
+    self.filters = filters
+    self.norm = dict(norm or {})
+    self.ocr = OCR(num_classes, filters, norm=self.norm, name="ocr", dtype=self.dtype_policy)
+
+  def call(self, inputs, labels=None, training=None):
+    del labels
+    features, dsn_logits = self.ocr(inputs, training=training)
+    return {"features": features, "losses": {}, "aux_logits": dsn_logits}
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(num_classes=self.num_classes, filters=self.filters, norm=self.norm)
     return config

@@ -20,22 +20,12 @@ Images are normalised to [-1, 1]; labels hold classes 0..K-1 and `ignore_label` 
 import keras
 import tensorflow as tf
 
-from hfgd_tf.backbones import build_backbone
-from hfgd_tf.cae import build_encoder, norm_kwargs
 from hfgd_tf.config import ModelConfig
-from hfgd_tf.hfgm import HFGM, protect
-from hfgd_tf.layers.common import resize, spatial_size
-from hfgd_tf.usfpn import SemanticFPN
-
-# Channels each encoder hands to the decoder, given the config and the backbone's OS=32 width.
-_ENCODER_CHANNELS = {
-    "cae": lambda config, backbone_channels: config.decoder_filters,
-    "aspp": lambda config, backbone_channels: config.decoder_filters,
-    "ocr": lambda config, backbone_channels: config.encoder_filters,
-    "sa": lambda config, backbone_channels: config.encoder_filters,
-    "sa_car": lambda config, backbone_channels: config.encoder_filters,
-    "identity": lambda config, backbone_channels: backbone_channels,
-}
+from hfgd_tf.modeling.backbones import build_backbone
+from hfgd_tf.modeling.decoders import build_decoder
+from hfgd_tf.modeling.encoders import build_encoder, encoder_channels
+from hfgd_tf.modeling.hfgm import HFGM, protect
+from hfgd_tf.ops import resize, spatial_size
 
 
 @keras.saving.register_keras_serializable("hfgd_tf")
@@ -54,15 +44,8 @@ class SegmentationModel(keras.Model):
         drop_path_rate=config.drop_path_rate, sync_batch_norm=config.sync_batch_norm,
         bn_momentum=config.bn_momentum, name="backbone")
     self.encoder = build_encoder(config, name="encoder")
-    self.decoder = None
-    if config.decoder != "none":
-      backbone_channels = self.backbone.output[32].shape[-1]
-      encoder_channels = _ENCODER_CHANNELS[config.encoder](config, backbone_channels)
-      self.decoder = SemanticFPN(
-          config.decoder_filters, lateral_kernel_size=3 if config.decoder == "usfpn" else 1,
-          output_stride=config.decoder_output_stride,
-          top_lateral=encoder_channels != config.decoder_filters,
-          align_corners=config.align_corners, norm=norm_kwargs(config), name="decoder")
+    self.decoder = build_decoder(
+        config, encoder_channels(config, self.backbone.output[32].shape[-1]), name="decoder")
     # The class kernels: the encoder's classifier, reused under stop-gradient by HFGM.
     self.classifier = keras.layers.Conv2D(config.num_classes, 1, name="class_kernels")
     self.hfgm = (HFGM(config.hfgm_axial_attention, config.axial_attention_heads, name="hfgm")

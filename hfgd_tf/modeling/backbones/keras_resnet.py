@@ -11,15 +11,16 @@ variable by its Keras name.
 Input range: keras.applications ResNet weights were trained on "caffe" inputs (BGR, ImageNet mean
 subtracted, no scaling, roughly [-124, 152]); this project feeds [-1, 1] to every backbone (the
 original's normalisation). With these weights, either fine-tune long enough for the first layers to
-adapt, or convert the inputs back: bgr = (x + 1) * 127.5 reversed on the channel axis, minus the mean
-[103.939, 116.779, 123.68]. A flag for that conversion belongs to the data pipeline (not here).
+adapt, or convert the inputs back: bgr = (x + 1) * 127.5 reversed on the channel axis, minus the
+mean [103.939, 116.779, 123.68]. A flag for that conversion belongs to the data pipeline (not here).
 Output stride is 32 only: Keras' layout puts the stride on the first 1x1 conv of a stage, where
 dilation would not replace it cleanly.
 """
 
 import keras
 
-from hfgd_tf.backbones import BACKBONES
+from hfgd_tf.config import BN_MOMENTUM
+from hfgd_tf.modeling.backbones import BACKBONES
 
 _APPLICATIONS = {
     "keras_resnet50": (keras.applications.ResNet50, 6),
@@ -27,7 +28,7 @@ _APPLICATIONS = {
 }
 
 
-def build_keras_resnet(config_name, bn_momentum=0.9997, sync_batch_norm=False, name=None):
+def build_keras_resnet(config_name, bn_momentum=BN_MOMENTUM, sync_batch_norm=False, name=None):
   """keras.applications ResNet without top, returning {2, 4, 8, 16, 32: features}."""
   application, stage4_blocks = _APPLICATIONS[config_name]
   base = application(include_top=False, weights=None, input_shape=(None, None, 3))
@@ -43,7 +44,7 @@ def build_keras_resnet(config_name, bn_momentum=0.9997, sync_batch_norm=False, n
 
 def _register(config_name):
   @BACKBONES.register(config_name)
-  def builder(output_stride=32, drop_path_rate=None, sync_batch_norm=False, bn_momentum=0.9997,
+  def builder(output_stride=32, drop_path_rate=None, sync_batch_norm=False, bn_momentum=BN_MOMENTUM,
               name=None):
     del drop_path_rate  # no stochastic depth
     if output_stride != 32:

@@ -1,9 +1,9 @@
-"""Atrous spatial pyramid pooling (DeepLabv3), one of the CAE alternatives of Table 1."""
+"""ASPP (DeepLabv3) and the ASPP encoder, one of the CAE alternatives of Table 1."""
 
 import keras
 import tensorflow as tf
 
-from hfgd_tf.layers.common import ConvNormAct
+from hfgd_tf.modeling.layers.common import ConvNormAct
 
 
 @keras.saving.register_keras_serializable("hfgd_tf")
@@ -33,6 +33,30 @@ class ASPP(keras.layers.Layer):
     pooled = tf.broadcast_to(pooled, [shape[0], shape[1], shape[2], self.filters])
     outputs = [pooled] + [branch(inputs, training=training) for branch in self.branches]
     return tf.concat(outputs, axis=-1)
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(filters=self.filters, output_stride=self.output_stride, norm=self.norm)
+    return config
+
+
+@keras.saving.register_keras_serializable("hfgd_tf")
+class ASPPEncoder(keras.layers.Layer):
+  """ASPP (256 per branch) followed by a 1x1 conv-BN-ReLU to 256, as the CAR DeepLab head."""
+
+  def __init__(self, filters=256, output_stride=32, norm=None, **kwargs):
+    super().__init__(**kwargs)
+    self.filters = filters
+    self.output_stride = output_stride
+    self.norm = dict(norm or {})
+    self.aspp = ASPP(filters, output_stride, self.norm, name="aspp", dtype=self.dtype_policy)
+    self.end_conv = ConvNormAct(filters, 1, name="end_conv", dtype=self.dtype_policy,
+                                **self.norm)
+
+  def call(self, inputs, labels=None, training=None):
+    del labels  # no label-aware losses
+    x = self.end_conv(self.aspp(inputs, training=training), training=training)
+    return {"features": x, "losses": {}}
 
   def get_config(self):
     config = super().get_config()

@@ -15,7 +15,7 @@ pixel's guidance signal over the whole image.
 import keras
 import tensorflow as tf
 
-from hfgd_tf.layers.axial_attention import AxialAttention
+from hfgd_tf.modeling.layers.axial_attention import AxialAttention
 
 
 def protect(tensors):

@@ -79,7 +79,8 @@ def read_safetensors(path):
       bits = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
       array = bits.view(np.float32)
     elif info["dtype"] in _SAFETENSORS_DTYPES:
-      array = np.frombuffer(raw, dtype=np.dtype(_SAFETENSORS_DTYPES[info["dtype"]]).newbyteorder("<"))
+      dtype = np.dtype(_SAFETENSORS_DTYPES[info["dtype"]]).newbyteorder("<")
+      array = np.frombuffer(raw, dtype=dtype)
     else:
       raise ValueError(f"{path}: tensor {name!r} has unsupported dtype {info['dtype']}")
     tensors[name] = array.reshape(info["shape"])
@@ -189,7 +190,8 @@ _TORCH_RULES: List[_Rule] = [
      lambda m: f"stage{int(m[1]) + 1}_block{int(m[2]) + 1}_attn",
      {"relative_position_bias_table": "relative_position_bias_table"}, {}),
     (r"layers\.(\d+)\.blocks\.(\d+)\.attn\.(qkv|proj)\.(weight|bias)",
-     lambda m: f"stage{int(m[1]) + 1}_block{int(m[2]) + 1}_attn_{m[3]}", _PARAM, {"weight": _linear}),
+     lambda m: f"stage{int(m[1]) + 1}_block{int(m[2]) + 1}_attn_{m[3]}", _PARAM,
+     {"weight": _linear}),
     (r"layers\.(\d+)\.blocks\.(\d+)\.mlp\.(fc[12])\.(weight|bias)",
      lambda m: f"stage{int(m[1]) + 1}_block{int(m[2]) + 1}_{m[3]}", _PARAM, {"weight": _linear}),
     (r"layers\.(\d+)\.downsample\.norm\.(weight|bias)",
@@ -251,7 +253,7 @@ def _rename_keras_layer(name):
 
 
 def _convert_keras(layers, slots):
-  """{source layer: [arrays]} -> ({our key: array}, unexpected, ignored) using our variable order."""
+  """{source layer: [arrays]} -> ({our key: array}, unexpected, ignored), in our variable order."""
   converted, unexpected, ignored = {}, [], []
   for source_layer, arrays in layers.items():
     layer = _rename_keras_layer(source_layer)
@@ -279,7 +281,8 @@ def _convert_keras(layers, slots):
 def variable_slots(model):
   """{layer name: [its own variables, in the order Keras saves them]} for every nested layer."""
   slots = {}
-  for layer in model._flatten_layers(include_self=False, recursive=True):  # pylint: disable=protected-access
+  # pylint: disable-next=protected-access
+  for layer in model._flatten_layers(include_self=False, recursive=True):
     store = {}
     layer.save_own_variables(store)
     variables = [store[str(i)] for i in range(len(store))]

@@ -5,7 +5,7 @@ Drop-path defaults: 0.3 for L (the original codebase) and H; 0.1 for atto..nano 
 (the official fine-tuning recipes' order of magnitude; these sizes are not used by the paper).
 """
 
-from hfgd_tf.backbones.convnext import ConvNeXtConfig, register_configs
+from hfgd_tf.modeling.backbones.convnext import ConvNeXtConfig, register_configs
 
 
 def _v2(depths, widths, drop_path_rate):
@@ -21,7 +21,6 @@ CONFIGS = {
     "convnext_v2_base": _v2((3, 3, 27, 3), (128, 256, 512, 1024), 0.2),
     "convnext_v2_large": _v2((3, 3, 27, 3), (192, 384, 768, 1536), 0.3),
     "convnext_v2_huge": _v2((3, 3, 27, 3), (352, 704, 1408, 2816), 0.3),
-    "convnext_v2_test": _v2((1, 1, 2, 1), (8, 16, 32, 64), 0.1),
 }
 
 register_configs(CONFIGS)

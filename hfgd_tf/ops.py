@@ -1,0 +1,30 @@
+"""Tensor operations the model, the input pipeline and evaluation share."""
+
+import tensorflow as tf
+
+
+def resize(images, size, align_corners=True, method="bilinear"):
+  """Resizes NHWC `images` to `size` = (height, width); works on dynamic shapes and in graphs.
+
+  align_corners=True is what the original did in the HFGD era: with sizes 2^k*m+1 (513, 257, 129,
+  65, 33, 17) it maps grids onto each other exactly. The result keeps the input dtype (TF's
+  bilinear kernels return float32).
+  """
+  dtype = images.dtype
+  if method == "bilinear":
+    out = tf.raw_ops.ResizeBilinear(images=images, size=size, align_corners=align_corners,
+                                    half_pixel_centers=not align_corners)
+  elif method == "nearest":
+    out = tf.raw_ops.ResizeNearestNeighbor(images=images, size=size, align_corners=align_corners,
+                                           half_pixel_centers=not align_corners)
+  else:
+    raise ValueError(f"unknown resize method {method!r}; choose bilinear or nearest")
+  return tf.cast(out, dtype)
+
+
+def spatial_size(x):
+  """(height, width) of an NHWC tensor, static where known, dynamic otherwise."""
+  static = x.shape[1:3]
+  dynamic = tf.shape(x)[1:3]
+  return (static[0] if static[0] is not None else dynamic[0],
+          static[1] if static[1] is not None else dynamic[1])

@@ -1,0 +1,158 @@
+"""What each --mode does, given the resolved RunSettings (hfgd_tf/config.py) and nothing else.
+
+train (then optionally evaluate, predict and export), eval, predict, export, benchmark and flops.
+Heavy modules are imported by the mode that needs them, so a flag error never waits for them.
+"""
+
+import os
+
+from absl import logging
+
+from datasets import records
+
+# pylint: disable=import-outside-toplevel
+
+
+def _prepare_data(settings):
+  if settings.train.dataset == "builtin":
+    from datasets.builtin import ensure_builtin_dataset
+    logging.info("Built-in dataset in %s (generated if missing).", settings.train.data_dir)
+    ensure_builtin_dataset(settings.train.data_dir, seed=0,
+                           num_train=settings.train.builtin_num_train,
+                           num_val=settings.train.builtin_num_val)
+
+
+def _eval_files(settings):
+  return records.split_files(settings.train.data_dir, settings.train.eval_split)
+
+
+def _protocol(settings):
+  return dict(scales=settings.eval.scales, flip=settings.eval.flip,
+              window=settings.eval.sliding_window)
+
+
+def _model(settings, model):
+  if model is not None:
+    return model
+  from hfgd_tf.checkpoints import restore_model
+  return restore_model(settings.model, settings.train.checkpoint_dir)
+
+
+def run_train(settings):
+  """Trains (resuming from the run's checkpoints), then evaluates/predicts/exports as asked."""
+  from hfgd_tf import train
+  from hfgd_tf.distribution import create_strategy
+  from hfgd_tf.evaluation import PeriodicEval
+  _prepare_data(settings)
+  train.set_seeds(settings.train.seed, settings.train.deterministic)
+  strategy = create_strategy(settings.train.distribution, settings.train.tpu)
+  validation = PeriodicEval(_eval_files(settings), settings.model.num_classes,
+                            settings.eval.eval_height, settings.eval.eval_width,
+                            settings.eval.batch_size, settings.eval.max_examples)
+  trainer = train.Trainer(settings.model, settings.train, strategy,
+                          palette=settings.dataset_info.palette, validation=validation)
+  results = trainer.train()
+  logging.info("Training done at step %d; checkpoints in %s, TensorBoard logs in %s.",
+               results["step"], settings.train.checkpoint_dir, settings.train.tensorboard_dir)
+  if settings.train.eval_after_train:
+    run_eval(settings, model=trainer.model)
+  if settings.predict_after_train:
+    run_predict(settings, model=trainer.model)
+  if settings.export_after_train:
+    run_export(settings, model=trainer.model)
+  return results
+
+
+def run_eval(settings, model=None):
+  """mIoU with the configured protocol; per-class table on the console, JSON in model_dir."""
+  from hfgd_tf import evaluation, input_pipeline
+  from hfgd_tf.distribution import create_strategy
+  _prepare_data(settings)
+  strategy = None
+  if model is None:
+    strategy = create_strategy(settings.train.distribution, settings.train.tpu)
+    with strategy.scope():
+      model = _model(settings, None)
+  ignore_label = settings.model.ignore_label
+  dataset = input_pipeline.eval_dataset(
+      _eval_files(settings), settings.eval.batch_size, settings.eval.eval_height,
+      settings.eval.eval_width, ignore_label=ignore_label,
+      max_examples=settings.eval.max_examples)
+  results = evaluation.evaluate(model, dataset, settings.model.num_classes, strategy=strategy,
+                                ignore_label=ignore_label, **_protocol(settings))
+  class_names = settings.dataset_info.class_names
+  path = os.path.join(settings.train.model_dir, "eval_results.json")
+  evaluation.write_results_json(results, class_names, path, extra=dict(
+      dataset=settings.train.dataset, split=settings.train.eval_split,
+      scales=list(settings.eval.scales), flip=settings.eval.flip,
+      sliding_window=settings.eval.sliding_window))
+  logging.info("Eval on %s/%s:\n%s\nResults written to %s.", settings.train.dataset,
+               settings.train.eval_split, evaluation.format_results(results, class_names), path)
+  return results
+
+
+def _write_eval_images(settings, count=8):
+  """Writes the first `count` eval images as PNG files (the built-in dataset has no image files);
+  returns their folder."""
+  import numpy as np
+
+  from hfgd_tf import input_pipeline, visualize
+  folder = os.path.join(settings.train.model_dir, "predict_inputs")
+  for index, example in enumerate(input_pipeline.examples(_eval_files(settings)).take(count)):
+    visualize.write_png(os.path.join(folder, f"{index:03d}.png"),
+                        np.clip(np.round(example["image"].numpy()), 0, 255).astype(np.uint8))
+  return folder
+
+
+def run_predict(settings, model=None):
+  """Colourised masks and overlays for a folder or glob of images (train: the eval split's)."""
+  from hfgd_tf.predict import predict_images
+  inputs = settings.predict_input or _write_eval_images(settings)
+  summary = predict_images(_model(settings, model), inputs, settings.predict_output_dir,
+                           settings.dataset_info.palette, **_protocol(settings))
+  logging.info("Predictions of %d images written to %s%s.", len(summary.processed),
+               settings.predict_output_dir,
+               f" ({len(summary.skipped)} unreadable skipped)" if summary.skipped else "")
+  return summary
+
+
+def run_export(settings, model=None):
+  """A SavedModel taking uint8 images of any size, with the configured inference protocol."""
+  from hfgd_tf.export import export_saved_model
+  path = export_saved_model(_model(settings, model), settings.export_dir,
+                            overwrite=settings.export_overwrite,
+                            class_names=settings.dataset_info.class_names,
+                            palette=settings.dataset_info.palette, **_protocol(settings))
+  logging.info("SavedModel exported to %s.", path)
+  return path
+
+
+def run_benchmark(settings):
+  from hfgd_tf import benchmark
+  benchmark.run_benchmark(settings, steps=settings.benchmark_steps)
+
+
+def run_flops(settings):
+  """FLOPs and parameters per paper component (or of backbones alone, --flops_backbones)."""
+  from hfgd_tf.flops import format_backbone_complexity, format_complexity, model_complexity
+  from hfgd_tf.modeling.model import build_model
+  height, width = settings.flops_size
+  if settings.flops_backbones:
+    logging.info("\n%s", format_backbone_complexity(settings.flops_backbones, height))
+    return
+  config = settings.model
+  report = model_complexity(build_model(config), height, width)
+  decoder = (config.decoder if config.decoder == "none"
+             else f"{config.decoder} OS={config.decoder_output_stride}")
+  title = (f"{config.backbone} (OS={config.backbone_output_stride}) / {config.encoder} / {decoder}"
+           f" / HFGM={config.hfgm}: {height}x{width}x3, K={config.num_classes}")
+  logging.info("\n%s", format_complexity(report, title))
+
+
+RUNNERS = {"train": run_train, "eval": run_eval, "predict": run_predict, "export": run_export,
+           "benchmark": run_benchmark, "flops": run_flops}
+
+
+def run(settings):
+  """Runs `settings.mode`."""
+  return RUNNERS[settings.mode](settings)

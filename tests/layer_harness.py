@@ -1,0 +1,95 @@
+"""One check every custom layer goes through (in the spirit of keras-hub's layer tests):
+
+  1. config round trip: from_config(get_config()) gives the same config and, with the same
+     weights, the same outputs;
+  2. mixed precision: built under mixed_bfloat16 its variables stay float32, its outputs are finite
+     and close to the float32 layer's with the same weights;
+  3. SavedModel: saved inside a tf.Module (so every sub-layer's variables must be tracked) and
+     loaded back in a function with dynamic spatial sizes, it gives the same outputs.
+
+A case is `make_layer(**kwargs)` (kwargs go to the constructor, e.g. dtype), example `inputs` (a
+nested structure of tensors) and `call(layer, inputs, companions)`; `companions` are other layers
+the call needs (e.g. the classifier HFGM reads), built once and saved alongside.
+"""
+
+import dataclasses
+from typing import Callable, Dict, Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+@dataclasses.dataclass
+class LayerCase:
+  make_layer: Callable
+  inputs: object
+  call: Callable = lambda layer, inputs, companions: layer(inputs)
+  make_companions: Optional[Callable[[], Dict[str, keras.layers.Layer]]] = None
+  # Relative tolerance of bfloat16 against float32 outputs (bfloat16 keeps 8 mantissa bits).
+  bfloat16_tolerance: float = 0.05
+
+
+def _numpy(outputs):
+  return [np.asarray(tf.cast(value, tf.float32)) for value in tf.nest.flatten(outputs)]
+
+
+def _assert_close(actual, expected, rtol, atol_scale, what):
+  for got, want in zip(_numpy(actual), _numpy(expected)):
+    scale = max(float(np.max(np.abs(want))), 1.0) if want.size else 1.0
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol_scale * scale, err_msg=what)
+
+
+def _run(case, layer, companions):
+  return case.call(layer, case.inputs, companions)
+
+
+def check_config_round_trip(case):
+  companions = case.make_companions() if case.make_companions else {}
+  layer = case.make_layer()
+  expected = _run(case, layer, companions)
+  config = layer.get_config()
+  rebuilt = type(layer).from_config(config)
+  assert rebuilt.get_config() == config, type(layer).__name__
+  _run(case, rebuilt, companions)  # builds its weights
+  rebuilt.set_weights(layer.get_weights())
+  _assert_close(_run(case, rebuilt, companions), expected, 1e-5, 1e-5, "rebuilt from config")
+
+
+def check_mixed_precision(case):
+  companions = case.make_companions() if case.make_companions else {}
+  reference = case.make_layer()
+  expected = _run(case, reference, companions)
+  layer = case.make_layer(dtype="mixed_bfloat16")
+  outputs = _run(case, layer, companions)
+  layer.set_weights(reference.get_weights())
+  outputs = _run(case, layer, companions)
+  for variable in layer.weights:
+    assert variable.dtype == "float32", variable.path
+  for value in _numpy(outputs):
+    assert np.isfinite(value).all(), type(layer).__name__
+  _assert_close(outputs, expected, case.bfloat16_tolerance, case.bfloat16_tolerance,
+                "bfloat16 vs float32")
+
+
+def _dynamic_spec(tensor):
+  tensor = tf.convert_to_tensor(tensor)
+  shape = list(tensor.shape)
+  if len(shape) == 4:  # NHWC: any height and width
+    shape[1] = shape[2] = None
+  return tf.TensorSpec(shape, tensor.dtype)
+
+
+def check_saved_model(case, directory):
+  companions = case.make_companions() if case.make_companions else {}
+  layer = case.make_layer()
+  expected = _run(case, layer, companions)
+  module = tf.Module()
+  module.layer = layer
+  module.companions = companions
+  signature = tf.nest.map_structure(_dynamic_spec, case.inputs)
+  module.serve = tf.function(lambda inputs: case.call(layer, inputs, companions),
+                             input_signature=[signature])
+  tf.saved_model.save(module, str(directory))
+  loaded = tf.saved_model.load(str(directory))
+  _assert_close(loaded.serve(case.inputs), expected, 1e-5, 1e-5, "SavedModel")
