@@ -43,7 +43,8 @@ def _periodic_eval(settings):
   from hfgd_tf.train import PeriodicEval  # pylint: disable=import-outside-toplevel
   return PeriodicEval(_eval_pattern(settings), settings.model.num_classes,
                       settings.eval.eval_height, settings.eval.eval_width,
-                      settings.eval.batch_size, settings.eval.max_examples)
+                      settings.eval.batch_size, settings.eval.max_examples,
+                      ids_ignore_label=settings.dataset_info.ids_ignore_label)
 
 
 def run_train(settings):
@@ -54,7 +55,8 @@ def run_train(settings):
   strategy = create_strategy(settings.train.distribution, settings.train.tpu)
   validation = _periodic_eval(settings)
   trainer = train.Trainer(settings.model, settings.train, strategy,
-                          palette=settings.dataset_info.palette, validation=validation)
+                          palette=settings.dataset_info.palette, validation=validation,
+                          ids_ignore_label=settings.dataset_info.ids_ignore_label)
   results = trainer.train()
   logging.info("Training done at step %d; checkpoints in %s, TensorBoard logs in %s.",
                results["step"], settings.train.checkpoint_dir, settings.train.tensorboard_dir)
@@ -91,7 +93,8 @@ def run_eval(settings, model=None):
       model = _model(settings, None)
   dataset = input_pipeline.eval_dataset(
       _eval_pattern(settings), settings.eval.batch_size, settings.eval.eval_height,
-      settings.eval.eval_width, ignore_label=settings.model.ignore_label)
+      settings.eval.eval_width, ignore_label=settings.model.ignore_label,
+      ids_ignore_label=settings.dataset_info.ids_ignore_label)
   if settings.eval.max_examples:
     dataset = dataset.unbatch().take(settings.eval.max_examples).batch(settings.eval.batch_size)
   results = evaluation.evaluate(model, dataset, settings.model.num_classes,

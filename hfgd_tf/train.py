@@ -185,12 +185,16 @@ class Trainer:
   """Builds the model, optimizer, input pipeline and checkpoint on a strategy, and trains.
 
   Usage: Trainer(model_config, train_config, strategy).train() -> dict of final metrics.
-  `validation` (optional, e.g. a `PeriodicEval`) has `evaluate(model) -> dict of metrics`, run
+  `ids_ignore_label` is the dataset's ignore value in the authors' iDS records
+  (`DatasetInfo.ids_ignore_label`: 0 for Pascal Context), mapped to the library's 255 when such
+  records are read. `validation` (optional, e.g. a `PeriodicEval`) has `evaluate(model) -> dict of metrics`, run
   every `eval_every` steps, and `sample(model) -> (images, labels, predictions)` for TensorBoard.
   """
 
-  def __init__(self, model_config, train, strategy, palette=None, validation=None):
+  def __init__(self, model_config, train, strategy, palette=None, validation=None,
+               ids_ignore_label=input_pipeline.IGNORE_LABEL):
     self.train_config = train
+    self.ids_ignore_label = ids_ignore_label
     self.strategy = strategy
     self.num_replicas = strategy.num_replicas_in_sync
     if train.batch_size % self.num_replicas:
@@ -260,7 +264,7 @@ class Trainer:
     return input_pipeline.train_dataset(
         pattern, train.batch_size, train.augment, seed=seed, input_context=input_context,
         shuffle_buffer=train.shuffle_buffer, validate_labels=train.validate_labels,
-        num_classes=self.model_config.num_classes)
+        num_classes=self.model_config.num_classes, ids_ignore_label=self.ids_ignore_label)
 
   def _replica_step(self, images, labels):
     variables = self.model.trainable_variables
@@ -368,14 +372,16 @@ class Trainer:
 
 class PeriodicEval:
   """Evaluation during training: single-scale mIoU on the eval split (hfgd_tf.evaluation), and a
-  few predictions for TensorBoard."""
+  few predictions for TensorBoard. `ids_ignore_label` as in `Trainer`."""
 
   def __init__(self, file_pattern, num_classes, eval_height, eval_width, batch_size,
-               max_examples=None, ignore_label=input_pipeline.IGNORE_LABEL):
+               max_examples=None, ignore_label=input_pipeline.IGNORE_LABEL,
+               ids_ignore_label=input_pipeline.IGNORE_LABEL):
     self.num_classes = num_classes
     self.ignore_label = ignore_label
     self.dataset = input_pipeline.eval_dataset(
-        file_pattern, batch_size, eval_height, eval_width, ignore_label=ignore_label)
+        file_pattern, batch_size, eval_height, eval_width, ignore_label=ignore_label,
+        ids_ignore_label=ids_ignore_label)
     if max_examples:
       self.dataset = self.dataset.take(math.ceil(max_examples / batch_size))
     self._predict = tf.function(lambda model, images: tf.argmax(
