@@ -24,12 +24,11 @@ import numpy as np
 from absl import logging
 
 from datasets import core
+from datasets.dataset_info import FORMAT_VERSION, INFO_FILENAME
 from hfgd_tf.quiet_import import import_tensorflow_quietly
 
 tf = import_tensorflow_quietly()
 
-FORMAT_VERSION = 1
-INFO_FILENAME = "dataset_info.json"
 INCOMPLETE_SUFFIX = ".incomplete"
 
 
