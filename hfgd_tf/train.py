@@ -187,8 +187,9 @@ class Trainer:
   Usage: Trainer(model_config, train_config, strategy).train() -> dict of final metrics.
   `ids_ignore_label` is the dataset's ignore value in the authors' iDS records
   (`DatasetInfo.ids_ignore_label`: 0 for Pascal Context), mapped to the library's 255 when such
-  records are read. `validation` (optional, e.g. a `PeriodicEval`) has `evaluate(model) -> dict of metrics`, run
-  every `eval_every` steps, and `sample(model) -> (images, labels, predictions)` for TensorBoard.
+  records are read. `validation` (optional, e.g. a `PeriodicEval`) has `evaluate(model) -> dict
+  of metrics`, run every `eval_every` steps, and `sample(model) -> (images, labels, predictions)`
+  for TensorBoard.
   """
 
   def __init__(self, model_config, train, strategy, palette=None, validation=None,
