@@ -47,6 +47,18 @@ def _periodic_eval(settings):
                       ids_ignore_label=settings.dataset_info.ids_ignore_label)
 
 
+def _naming_unreadable_records(settings, mode):
+  """A context in which an unreadable record of the shards the mode reads (training: both splits;
+  otherwise the eval split, also the demo's predict inputs) ends the run with one error naming the
+  shard and the record; checkpoints written before it stay as they are."""
+  from hfgd_tf import input_pipeline  # pylint: disable=import-outside-toplevel
+  splits = ([settings.train.train_split] if mode == "train" else []) + [settings.train.eval_split]
+  patterns = ([os.path.join(settings.train.data_dir, f"{split}-*.tfrecord") for split in splits]
+              if settings.train.data_dir else [])
+  return input_pipeline.naming_unreadable_records(patterns,
+                                                  settings.dataset_info.ids_ignore_label)
+
+
 def run_train(settings):
   from hfgd_tf import train  # pylint: disable=import-outside-toplevel
   from hfgd_tf.distribution import create_strategy  # pylint: disable=import-outside-toplevel
@@ -179,9 +191,13 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   runners = {"train": run_train, "eval": run_eval, "predict": run_predict, "export": run_export,
              "benchmark": run_benchmark, "flops": run_flops}
+  # pylint: disable-next=import-outside-toplevel
+  from hfgd_tf.input_pipeline import UnreadableRecordError
   try:
-    runners[FLAGS.mode](run_config_from_flags(FLAGS, FLAGS.mode))
-  except FlagError as error:
+    settings = run_config_from_flags(FLAGS, FLAGS.mode)
+    with _naming_unreadable_records(settings, FLAGS.mode):
+      runners[FLAGS.mode](settings)
+  except (FlagError, UnreadableRecordError) as error:
     sys.exit(f"error: {error}")
 
 

@@ -1,5 +1,6 @@
 """A user's first runs on real data, through main.py: the authors' iDS Pascal Context records (0 =
-ignore) are trained and scored with label 0 ignored."""
+ignore) are trained and scored with label 0 ignored; a truncated shard ends training or evaluation
+in one line naming it, with the checkpoints written before intact."""
 
 import json
 import os
@@ -45,6 +46,17 @@ def write_ids_shard(path, labels, seed=0):
       writer.write(ids_record(image, np.asarray(label)))
 
 
+def truncate_in_record(path, index):
+  """Cuts a TFRecord file in the middle of record `index` (records are length, crc, data, crc)."""
+  with open(path, "rb") as f:
+    data = f.read()
+  offset = 0
+  for _ in range(index):
+    offset += 16 + int.from_bytes(data[offset:offset + 8], "little")
+  with open(path, "wb") as f:
+    f.write(data[:offset + 40])
+
+
 @pytest.mark.slow
 def test_ids_pascal_context_label_0_never_reaches_the_loss_or_the_metric(tmp_path):
   data = tmp_path / "ids"
@@ -65,3 +77,35 @@ def test_ids_pascal_context_label_0_never_reaches_the_loss_or_the_metric(tmp_pat
   rows = matrix.sum(axis=1)
   assert rows.sum() == 2 * np.count_nonzero(val)
   assert (rows[0], rows[4], rows[58]) == (2 * 35, 2 * 60, 2)
+
+
+@pytest.mark.slow
+def test_a_truncated_shard_ends_the_run_in_one_line_and_keeps_the_checkpoints(tmp_path):
+  data, run = tmp_path / "data", tmp_path / "run"
+  common = ["--dataset=builtin", f"--data_dir={data}", "--builtin_num_train=64",
+            "--builtin_num_val=4", f"--model_dir={run}", *TINY, "--eval_height=129",
+            "--eval_width=129", "--checkpoint_every=1", "--checkpoint_input_pipeline=false",
+            "--eval_after_train=false"]
+  result = main_py(*common, "--train_steps=2")
+  assert result.returncode == 0, result.stderr[-3000:]
+  checkpoints = {path.name: path.read_bytes() for path in (run / "checkpoints").iterdir()
+                 if path.is_file()}
+  assert "ckpt-2.index" in checkpoints
+
+  # The resumed run reads from the start of its (re-seeded) stream and meets the cut record.
+  shard = data / "train-00001-of-00002.tfrecord"
+  truncate_in_record(shard, 1)
+  result = main_py(*common, "--train_steps=6")
+  assert result.returncode == 1
+  assert "Traceback" not in result.stderr
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith(f"error: unreadable record 1 of {shard}: truncated record at"), last
+  assert {path.name: path.read_bytes() for path in (run / "checkpoints").iterdir()
+          if path.is_file()} == checkpoints
+
+  shard = data / "val-00000-of-00001.tfrecord"
+  truncate_in_record(shard, 2)
+  result = main_py(*common, "--mode=eval")
+  assert result.returncode == 1 and "Traceback" not in result.stderr
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith(f"error: unreadable record 2 of {shard}: truncated record at"), last
