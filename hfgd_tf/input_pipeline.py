@@ -312,8 +312,10 @@ def eval_dataset(file_patterns, batch_size, eval_height, eval_width, ignore_labe
 
 
 def _short_reason(message):
-  """The gist of a TF error message: its last paragraph without node names and op tags."""
-  message = re.sub(r"\{\{[^}]*\}\}|\[\[[^\]]*\]\]|\[Op:[^\]]*\]|name:\s*$", "",
+  """The gist of a TF error message: its last paragraph without node names, op tags and the
+  tf.data transformation prefix."""
+  message = re.sub(r"\{\{[^}]*\}\}|\[\[[^\]]*\]\]|\[Op:[^\]]*\]|name:\s*$|Error in user-defined "
+                   r"function passed to \S+ transformation with iterator: \S+: ", "",
                    (message or "").rsplit("\n\n", 1)[-1])
   return " ".join(message.split())
 

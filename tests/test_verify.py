@@ -57,6 +57,21 @@ def test_verify_names_labels_that_are_neither_class_nor_ignore_and_size_mismatch
       f"record 1 of {shard}: image 64x128 but label 128x128"]
 
 
+def test_a_record_that_reads_but_does_not_decode_is_found_by_the_decoding_pass(folder):
+  image, label = builtin.generate(0, "val", 0)
+  broken = core.EncodedExample("broken", b"not an image", "png", label)
+  shard = _shard(folder, "val", 1)
+  with tf.io.TFRecordWriter(shard) as writer:
+    writer.write(tfrecord.serialize_example(core.EncodedExample("fine", core.encode_png(image),
+                                                                "png", label)))
+    writer.write(tfrecord.serialize_example(broken))
+  located = ip.locate_unreadable_record([os.path.join(folder, "val-*.tfrecord")])
+  assert str(located) == (f"unreadable record 1 of {shard}: Unknown image file format. One of "
+                          "JPEG, JPEG XL, PNG, GIF, BMP, WebP required.")
+  assert verify.verify(folder, splits=["val"]) == [
+      str(located), "val: 3 records read, dataset_info.json lists 4"]
+
+
 def test_verify_checks_ids_records_with_their_ignore_mapping(tmp_path):
   label = np.zeros((6, 8), np.int64)
   label[0, 0] = 59  # iDS Pascal Context: 0 ignore, 1..59 classes
