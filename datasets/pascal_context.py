@@ -124,6 +124,8 @@ def png_lut(labels_file):
   ours = {name: index for index, name in enumerate(INFO.class_names)}
   mapping, seen = {}, {}
   for value, name in sorted(read_class_list(labels_file).items()):
+    if value > 254:
+      raise core.ConversionError(f"{labels_file}: id {value} does not fit an 8-bit label PNG")
     key = _NAME_ALIASES.get(_normalized(name), _normalized(name))
     if key == "background":
       mapping[value] = core.IGNORE_LABEL
@@ -135,8 +137,6 @@ def png_lut(labels_file):
     if key in seen:
       raise core.ConversionError(f"{labels_file}: {name!r} is listed twice (ids {seen[key]} and "
                                  f"{value})")
-    if value > 254:
-      raise core.ConversionError(f"{labels_file}: id {value} does not fit an 8-bit label PNG")
     seen[key] = value
     mapping[value] = ours[key]
   missing = [name for name in ours if name not in seen]
@@ -182,7 +182,7 @@ def _png59_examples(raw_dir, split):
     raise core.ConversionError(
         f"{os.path.join(raw_dir, 'labels')}: no {' or '.join(LABELS_FILES)} in {raw_dir} gives "
         "the class of each label value; for the authors' preprocessed copy (alphabetical, 0 = "
-        f"background) copy {AUTHORS_LABELS_FILE} there")
+        f"background) copy {AUTHORS_LABELS_FILE} there as labels.txt")
   png_lut(labels_file)  # refuse a wrong list before anything is written
   return _examples(os.path.join(raw_dir, f"{split}.txt"),
                    os.path.join(raw_dir, "labels", "{}.png"),
