@@ -20,6 +20,7 @@ from hfgd_tf import runs
 from hfgd_tf.config import FlagError
 from hfgd_tf.flagfiles import expand_flagfiles
 from hfgd_tf.flags import define_all_flags, run_config_from_flags
+from hfgd_tf.input_pipeline import UnreadableRecordError
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 DEMO_FLAGFILE = os.path.join(ROOT, "experiments", "builtin", "demo.cfg")
@@ -33,7 +34,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   try:
     runs.run(run_config_from_flags(FLAGS, FLAGS.mode))
-  except FlagError as error:
+  except (FlagError, UnreadableRecordError) as error:
     sys.exit(f"error: {error}")
 
 

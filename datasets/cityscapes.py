@@ -1,9 +1,14 @@
 """Cityscapes (fine annotations), 19 classes (2975 train / 500 val).
 
-Raw layout: `leftImg8bit/{split}/<city>/<stem>_leftImg8bit.png` and
+Raw layout, as `unzip leftImg8bit_trainvaltest.zip` and `unzip gtFine_trainvaltest.zip` leave it:
+`leftImg8bit/{split}/<city>/<stem>_leftImg8bit.png` and
 `gtFine/{split}/<city>/<stem>_gtFine_labelIds.png`. labelIds map to the 19 trainIds of the official
-labels table (cityscapesScripts `labels.py`); every other id (0..6, 9, 10, 14..16, 18, 29, 30 and
-the license plate, id -1, stored as 255 in 8-bit PNGs) becomes ignore. Ids 34..254 are errors.
+labels table (cityscapesScripts `labels.py`); every other id (0..6, 9, 10, 14..16, 18, 29, 30)
+becomes ignore. The license plate (id -1) never occurs: the official json2labelImg script does not
+draw objects with a negative id, so their pixels keep the label beneath (usually car). 255, which
+the official maps do not contain, is read as ignore; 34..254 are errors. A tree prepared by
+cityscapesScripts' createTrainIdLabelImgs or mmseg also holds `<stem>_gtFine_labelTrainIds.png`
+(0..18, 255), used only for a stem whose labelIds map is absent.
 """
 
 import os
@@ -21,7 +26,7 @@ CLASSES = (
     ("car", 26, (0, 0, 142)), ("truck", 27, (0, 0, 70)), ("bus", 28, (0, 60, 100)),
     ("train", 31, (0, 80, 100)), ("motorcycle", 32, (0, 0, 230)), ("bicycle", 33, (119, 11, 32)))
 NUM_LABEL_IDS = 34  # labelIds 0..33
-LICENSE_PLATE_VALUE = 255  # labelId -1 as a uint8 pixel
+UNLABELED_VALUE = 255  # not in official labelIds maps; read as ignore
 
 INFO = core.DatasetInfo(
     name="cityscapes",
@@ -34,11 +39,15 @@ INFO = core.DatasetInfo(
 )
 
 _LUT = core.build_lut({
-    LICENSE_PLATE_VALUE: IGNORE_LABEL,
+    UNLABELED_VALUE: IGNORE_LABEL,
     **{label_id: IGNORE_LABEL for label_id in range(NUM_LABEL_IDS)},
     **{label_id: train_id for train_id, (_, label_id, _) in enumerate(CLASSES)}})
 
+_TRAIN_ID_LUT = core.build_lut({IGNORE_LABEL: IGNORE_LABEL,
+                                **{train_id: train_id for train_id in range(len(CLASSES))}})
+
 _LABEL_SUFFIX = "_gtFine_labelIds.png"
+TRAIN_ID_SUFFIX = "_gtFine_labelTrainIds.png"
 _IMAGE_SUFFIX = "_leftImg8bit.png"
 
 
@@ -51,11 +60,13 @@ def list_examples(raw_dir, split):
     city_dir = os.path.join(label_root, city)
     if not os.path.isdir(city_dir):
       continue
+    label_paths = {}
     for name in sorted(os.listdir(city_dir)):
-      if not name.endswith(_LABEL_SUFFIX):
-        continue
-      stem = name[:-len(_LABEL_SUFFIX)]
-      label_path = os.path.join(city_dir, name)
+      if name.endswith(TRAIN_ID_SUFFIX):
+        label_paths.setdefault(name[:-len(TRAIN_ID_SUFFIX)], os.path.join(city_dir, name))
+      elif name.endswith(_LABEL_SUFFIX):
+        label_paths[name[:-len(_LABEL_SUFFIX)]] = os.path.join(city_dir, name)
+    for stem, label_path in sorted(label_paths.items()):
       image_path = os.path.join(raw_dir, "leftImg8bit", split, city, stem + _IMAGE_SUFFIX)
       core.require_file(image_path, "image", for_path=f"label {label_path}")
       examples.append(core.RawExample(stem, image_path, label_path))
@@ -63,5 +74,6 @@ def list_examples(raw_dir, split):
 
 
 def load_example(example: core.RawExample) -> core.EncodedExample:
-  label = core.map_label(core.load_label_png(example.label_path), _LUT, example.label_path)
+  lut = _TRAIN_ID_LUT if example.label_path.endswith(TRAIN_ID_SUFFIX) else _LUT
+  label = core.map_label(core.load_label_png(example.label_path), lut, example.label_path)
   return core.encode_pair(example.key, example.image_path, label, example.label_path)

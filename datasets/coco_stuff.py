@@ -1,11 +1,17 @@
 """COCO-Stuff-164k, 171 classes (118287 train / 5000 val).
 
-Raw layout: `train2017/*.jpg`, `val2017/*.jpg` and `stuffthingmaps_trainval2017/{train2017,
-val2017}/*.png`. A stuffthingmaps pixel holds COCO id - 1 (0..181; 255 = unlabeled). COCO's 182 ids
-include 11 thing ids no annotation uses (COCO ids 12, 26, 29, 30, 45, 66, 68, 69, 71, 83, 91, i.e.
-pixel values 11, 25, 28, 29, 44, 65, 67, 68, 70, 82, 90); the other 171 pixel values map to train
-ids 0..170 in increasing order. The unused values map to ignore should they ever occur; any other
-value (182..254) is an error.
+Raw layouts, each as its own instructions unpack it (commands in docs/datasets.md); the label maps
+of split S are looked for in `annotations/S2017/` (the official cocostuff README and mmseg:
+`images/{train2017,val2017}` + `annotations/{train2017,val2017}`), then in
+`stuffthingmaps_trainval2017/S2017/`, then in `S2017/` itself (the stuffthingmaps zip unpacked in
+place, beside the images); images in `images/S2017/`, else `S2017/`.
+
+A stuffthingmaps pixel holds COCO id - 1 (0..181; 255 = unlabeled). COCO's 182 ids include 11
+thing ids no annotation uses (COCO ids 12, 26, 29, 30, 45, 66, 68, 69, 71, 83, 91, i.e. pixel values
+11, 25, 28, 29, 44, 65, 67, 68, 70, 82, 90); the other 171 pixel values map to train ids 0..170 in
+increasing order. The unused values map to ignore should they ever occur; any other value (182..254)
+is an error. mmseg's converter writes `<id>_labelTrainIds.png` beside each map, already in these
+train ids (0..170, 255): such files are used only for an id whose stuffthingmaps PNG is absent.
 """
 
 import os
@@ -61,17 +67,36 @@ _LUT = core.build_lut({
     **{raw: train_id for train_id, raw in enumerate(KEPT_RAW_VALUES)}})
 
 
+# mmseg's 171-class maps are our train ids already.
+_TRAIN_ID_LUT = core.build_lut({IGNORE_LABEL: IGNORE_LABEL,
+                                **{train_id: train_id for train_id in range(len(CLASS_NAMES))}})
+TRAIN_ID_SUFFIX = "_labelTrainIds.png"
+
+
+def _label_dir(raw_dir, split):
+  candidates = [os.path.join(raw_dir, "annotations", f"{split}2017"),
+                os.path.join(raw_dir, "stuffthingmaps_trainval2017", f"{split}2017"),
+                os.path.join(raw_dir, f"{split}2017")]
+  for candidate in candidates:
+    if os.path.isdir(candidate) and any(name.endswith(".png") for name in os.listdir(candidate)):
+      return candidate
+  raise core.ConversionError(f"missing label directory: none of {', '.join(candidates)} holds "
+                             "stuffthingmaps PNGs")
+
+
 def list_examples(raw_dir, split):
-  label_dir = os.path.join(raw_dir, "stuffthingmaps_trainval2017", f"{split}2017")
-  image_dir = os.path.join(raw_dir, f"{split}2017")
-  if not os.path.isdir(label_dir):
-    raise core.ConversionError(f"missing label directory {label_dir}")
-  examples = []
+  label_dir = _label_dir(raw_dir, split)
+  image_dir = os.path.join(raw_dir, "images", f"{split}2017")
+  if not os.path.isdir(image_dir):
+    image_dir = os.path.join(raw_dir, f"{split}2017")
+  label_paths = {}
   for name in sorted(os.listdir(label_dir)):
-    if not name.endswith(".png"):
-      continue
-    key = name[:-len(".png")]
-    label_path = os.path.join(label_dir, name)
+    if name.endswith(TRAIN_ID_SUFFIX):
+      label_paths.setdefault(name[:-len(TRAIN_ID_SUFFIX)], os.path.join(label_dir, name))
+    elif name.endswith(".png"):
+      label_paths[name[:-len(".png")]] = os.path.join(label_dir, name)
+  examples = []
+  for key, label_path in sorted(label_paths.items()):
     image_path = os.path.join(image_dir, f"{key}.jpg")
     core.require_file(image_path, "image", for_path=f"label {label_path}")
     examples.append(core.RawExample(key, image_path, label_path))
@@ -79,5 +104,6 @@ def list_examples(raw_dir, split):
 
 
 def load_example(example: core.RawExample) -> core.EncodedExample:
-  label = core.map_label(core.load_label_png(example.label_path), _LUT, example.label_path)
+  lut = _TRAIN_ID_LUT if example.label_path.endswith(TRAIN_ID_SUFFIX) else _LUT
+  label = core.map_label(core.load_label_png(example.label_path), lut, example.label_path)
   return core.encode_pair(example.key, example.image_path, label, example.label_path)

@@ -58,10 +58,15 @@ class DatasetInfo:
 
 @dataclasses.dataclass(frozen=True)
 class RawExample:
-  """One image/label pair on disk; `key` becomes `image/filename` (an id without extension)."""
+  """One image/label pair on disk; `key` becomes `image/filename` (an id without extension).
+
+  `labels_file`: for layouts whose label values are indices into a class list that ships with the
+  copy, the file giving that list (read by the worker that maps the label).
+  """
   key: str
   image_path: str
   label_path: str
+  labels_file: Optional[str] = None
 
 
 @dataclasses.dataclass

@@ -1,17 +1,26 @@
 """PASCAL-Context, 59 classes (4998 train / 5105 val, the VOC2010 train/val split).
 
-Two raw layouts are accepted (detected by the presence of `labels/`):
+Three raw layouts, each as its own instructions unpack it (commands in docs/datasets.md):
 
 * Official release: VOC2010 (`JPEGImages/`, `ImageSets/Main/{train,val}.txt`, directly in raw_dir or
   under `VOC2010/` or `VOCdevkit/VOC2010/`) plus PASCAL-Context's `trainval/<id>.mat` (459-class
-  `LabelMap`, 1-based ids of `labels.txt`). The 59 classes keep their 459-class ids below; every
-  other id (and 0) becomes ignore. A `labels.txt` in raw_dir is checked against the table.
-* The authors' preprocessed copy (iDS layout): `images/<id>.jpg`, `labels/<id>.png` with 0 = ignore
-  and 1..59 = classes, `train.txt` / `val.txt`.
+  `LabelMap`, 1-based ids of `labels.txt`) in raw_dir or the VOC2010 folder. The 59 classes keep
+  their 459-class ids below; every other id (and 0) becomes ignore. A `labels.txt` beside
+  `trainval/` or in raw_dir is checked against the table.
+* mmseg's conversion of it: `SegmentationClassContext/<id>.png` and
+  `ImageSets/SegmentationContext/{train,val}.txt` in the VOC2010 folder; 0 = background (ignore),
+  1..59 = the 59 classes in increasing 459-class id, which is our (alphabetical) order.
+* 59-class PNGs with their own class list (the authors' preprocessed iDS copy, or the release's
+  59_context_labels with its `59_labels.txt`): `images/<id>.jpg`, `labels/<id>.png`,
+  `train.txt` / `val.txt`, and `59_labels.txt` or `labels.txt` in raw_dir giving the class of each
+  value ("<id>: <name>" lines, or one name a line). The values are remapped to our order by name;
+  a list that is not the 59 classes, or no list at all, is refused: the order is never guessed.
+  For the authors' copy (alphabetical, 0 = background) copy `AUTHORS_LABELS_FILE` there.
 
-Either way the stored labels are 0..58 and 255.
+Any way the stored labels are 0..58 and 255.
 """
 
+import functools
 import os
 import re
 
@@ -52,9 +61,16 @@ _MAT_LUT = core.build_lut(
     {**{raw: IGNORE_LABEL for raw in range(NUM_FULL_CLASSES + 1)},
      **{raw: index for index, (_, raw) in enumerate(CLASSES_459)}},
     size=NUM_FULL_CLASSES + 1)
-# Preprocessed PNG: 0 -> ignore, 1..59 -> 0..58.
+# mmseg's SegmentationClassContext PNG: 0 -> ignore, 1..59 -> 0..58.
 _PNG_LUT = core.build_lut(
     {0: IGNORE_LABEL, **{raw: raw - 1 for raw in range(1, len(CLASSES_459) + 1)}})
+# Class lists a 59-class PNG copy may ship with, in the order they are looked for.
+LABELS_FILES = ("59_labels.txt", "labels.txt")
+# Our order as such a list (the authors' iDS copy uses it).
+AUTHORS_LABELS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                   "pascal_context_59_labels.txt")
+# Spellings of our class names in other lists, after `_normalized`.
+_NAME_ALIASES = {"airplane": "aeroplane", "diningtable": "table", "motorcycle": "motorbike"}
 
 
 def _voc_root(raw_dir):
@@ -78,44 +94,118 @@ def check_labels_txt(path):
                                  "this is not the PASCAL-Context 459-class list")
 
 
-def _official_examples(raw_dir, split):
-  voc_root = _voc_root(raw_dir)
-  mat_dir = next((d for d in (os.path.join(raw_dir, "trainval"), os.path.join(voc_root, "trainval"))
-                  if os.path.isdir(d)), None)
-  if mat_dir is None:
-    raise core.ConversionError(f"no PASCAL-Context trainval/ (the .mat label maps) in {raw_dir}")
-  if os.path.isfile(os.path.join(raw_dir, "labels.txt")):
-    check_labels_txt(os.path.join(raw_dir, "labels.txt"))
+def _normalized(name):
+  return re.sub(r"[\s_/-]", "", name.lower())
+
+
+def read_class_list(path):
+  """{value: name} from a class list: "<id>: <name>" (or "<id> <name>") lines, or one name a line
+  (values 1, 2, ...; 0, 1, ... when the first name is background)."""
+  lines = [line.strip() for line in core.read_file(path).decode("utf-8").splitlines()
+           if line.strip()]
+  numbered = [re.match(r"(\d+)\s*[:\s]\s*(\S.*)$", line) for line in lines]
+  if not lines or (any(numbered) and not all(numbered)):
+    raise core.ConversionError(f"{path}: expected '<id>: <name>' lines or one name a line")
+  if not any(numbered):
+    start = 0 if _normalized(lines[0]) == "background" else 1
+    return dict(enumerate(lines, start))
+  classes = {}
+  for match in numbered:
+    value = int(match.group(1))
+    if value in classes:
+      raise core.ConversionError(f"{path}: id {value} is listed twice")
+    classes[value] = match.group(2)
+  return classes
+
+
+@functools.lru_cache(maxsize=None)
+def png_lut(labels_file):
+  """Lookup table of 59-class PNGs whose values `labels_file` names: each listed class -> our
+  index, background (and 0 when unlisted) -> ignore. Refuses a list that is not the 59 classes."""
+  ours = {name: index for index, name in enumerate(INFO.class_names)}
+  mapping, seen = {}, {}
+  for value, name in sorted(read_class_list(labels_file).items()):
+    if value > 254:
+      raise core.ConversionError(f"{labels_file}: id {value} does not fit an 8-bit label PNG")
+    key = _NAME_ALIASES.get(_normalized(name), _normalized(name))
+    if key == "background":
+      mapping[value] = IGNORE_LABEL
+      continue
+    if key not in ours:
+      raise core.ConversionError(
+          f"{labels_file}: class {name!r} (id {value}) is not one of the 59 PASCAL-Context "
+          "classes; labels/*.png need the list of exactly those")
+    if key in seen:
+      raise core.ConversionError(f"{labels_file}: {name!r} is listed twice (ids {seen[key]} and "
+                                 f"{value})")
+    seen[key] = value
+    mapping[value] = ours[key]
+  missing = [name for name in ours if name not in seen]
+  if missing:
+    raise core.ConversionError(f"{labels_file} lists {len(seen)} of the 59 classes; missing "
+                               f"{', '.join(missing[:5])}")
+  mapping.setdefault(0, IGNORE_LABEL)
+  return core.build_lut(mapping)
+
+
+def _mat_dir(raw_dir, voc_root):
+  return next((d for d in (os.path.join(raw_dir, "trainval"), os.path.join(voc_root, "trainval"))
+               if os.path.isdir(d)), None)
+
+
+def _official_examples(raw_dir, voc_root, mat_dir, split):
+  for labels_txt in dict.fromkeys([os.path.join(raw_dir, "labels.txt"),
+                                   os.path.join(os.path.dirname(mat_dir), "labels.txt")]):
+    if os.path.isfile(labels_txt):
+      check_labels_txt(labels_txt)
   split_file = os.path.join(voc_root, "ImageSets", "Main", f"{split}.txt")
+  return _examples(split_file, os.path.join(mat_dir, "{}.mat"),
+                   os.path.join(voc_root, "JPEGImages", "{}.jpg"))
+
+
+def _examples(split_file, label_template, image_template, labels_file=None):
+  """Examples of the ids in `split_file`; templates: path with `{}` for the id."""
   core.require_file(split_file, "split list")
   examples = []
   for image_id in core.read_id_list(split_file):
-    label_path = os.path.join(mat_dir, f"{image_id}.mat")
-    image_path = os.path.join(voc_root, "JPEGImages", f"{image_id}.jpg")
+    label_path = label_template.format(image_id)
+    image_path = image_template.format(image_id)
     core.require_file(label_path, "label", for_path=f"image id {image_id} in {split_file}")
     core.require_file(image_path, "image", for_path=f"label {label_path}")
-    examples.append(core.RawExample(image_id, image_path, label_path))
+    examples.append(core.RawExample(image_id, image_path, label_path, labels_file))
   return examples
 
 
-def _preprocessed_examples(raw_dir, split):
-  split_file = os.path.join(raw_dir, f"{split}.txt")
-  core.require_file(split_file, "split list")
-  examples = []
-  for image_id in core.read_id_list(split_file):
-    label_path = os.path.join(raw_dir, "labels", f"{image_id}.png")
-    image_path = os.path.join(raw_dir, "images", f"{image_id}.jpg")
-    core.require_file(label_path, "label", for_path=f"image id {image_id} in {split_file}")
-    core.require_file(image_path, "image", for_path=f"label {label_path}")
-    examples.append(core.RawExample(image_id, image_path, label_path))
-  return examples
+def _png59_examples(raw_dir, split):
+  labels_file = next((path for path in (os.path.join(raw_dir, name) for name in LABELS_FILES)
+                      if os.path.isfile(path)), None)
+  if labels_file is None:
+    raise core.ConversionError(
+        f"{os.path.join(raw_dir, 'labels')}: no {' or '.join(LABELS_FILES)} in {raw_dir} gives "
+        "the class of each label value; for the authors' preprocessed copy (alphabetical, 0 = "
+        f"background) copy {AUTHORS_LABELS_FILE} there as labels.txt")
+  png_lut(labels_file)  # refuse a wrong list before anything is written
+  return _examples(os.path.join(raw_dir, f"{split}.txt"),
+                   os.path.join(raw_dir, "labels", "{}.png"),
+                   os.path.join(raw_dir, "images", "{}.jpg"), labels_file)
 
 
 def list_examples(raw_dir, split):
   if os.path.isdir(os.path.join(raw_dir, "labels")):
-    examples = _preprocessed_examples(raw_dir, split)
+    examples = _png59_examples(raw_dir, split)
   else:
-    examples = _official_examples(raw_dir, split)
+    voc_root = _voc_root(raw_dir)
+    mat_dir = _mat_dir(raw_dir, voc_root)
+    mmseg_dir = os.path.join(voc_root, "SegmentationClassContext")
+    if mat_dir is not None:
+      examples = _official_examples(raw_dir, voc_root, mat_dir, split)
+    elif os.path.isdir(mmseg_dir):
+      examples = _examples(
+          os.path.join(voc_root, "ImageSets", "SegmentationContext", f"{split}.txt"),
+          os.path.join(mmseg_dir, "{}.png"), os.path.join(voc_root, "JPEGImages", "{}.jpg"))
+    else:
+      raise core.ConversionError(f"no PASCAL-Context trainval/ (the .mat label maps) in {raw_dir} "
+                                 f"or {voc_root}, nor mmseg's SegmentationClassContext/")
   core.check_unique_keys(examples)
   return examples
 
@@ -132,5 +222,6 @@ def load_example(example: core.RawExample) -> core.EncodedExample:
                                  f"class ids, got {raw.dtype} {raw.shape}")
     label = core.map_label(raw.astype(int), _MAT_LUT, example.label_path)
   else:
-    label = core.map_label(core.load_label_png(example.label_path), _PNG_LUT, example.label_path)
+    lut = png_lut(example.labels_file) if example.labels_file else _PNG_LUT
+    label = core.map_label(core.load_label_png(example.label_path), lut, example.label_path)
   return core.encode_pair(example.key, example.image_path, label, example.label_path)

@@ -87,11 +87,11 @@ def _write_shard(task):
   return len(items)
 
 
-class _ProgressBar:
+class ProgressBar:
   """A one-line `\\r` progress bar on stderr (a CLI display, not logging)."""
 
-  def __init__(self, label, total, enabled):
-    self.label, self.total, self.enabled = label, total, enabled
+  def __init__(self, label, total, enabled, unit="examples"):
+    self.label, self.total, self.enabled, self.unit = label, total, enabled, unit
     self.done = 0
     self.start = time.monotonic()
 
@@ -102,7 +102,7 @@ class _ProgressBar:
     fraction = self.done / max(self.total, 1)
     rate = self.done / max(time.monotonic() - self.start, 1e-6)
     bar = "#" * int(30 * fraction)
-    sys.stderr.write(f"\r{self.label}: [{bar:<30}] {self.done}/{self.total} examples "
+    sys.stderr.write(f"\r{self.label}: [{bar:<30}] {self.done}/{self.total} {self.unit} "
                      f"{rate:.1f}/s")
     sys.stderr.flush()
 
@@ -137,7 +137,7 @@ def write_split(info: core.DatasetInfo, split, items: Sequence, output_dir,
   remaining = sum(len(task[1]) for task in tasks)
   logging.info("%s: writing %d of %d shards (%d of %d examples) to %s", split, len(tasks),
                num_shards, remaining, len(items), output_dir)
-  progress = _ProgressBar(split, len(items), show_progress)
+  progress = ProgressBar(split, len(items), show_progress)
   progress.advance(len(items) - remaining)
   try:
     if num_workers <= 1 or len(tasks) <= 1:

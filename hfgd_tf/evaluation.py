@@ -279,16 +279,16 @@ def write_results_json(results: EvalResults, class_names: Sequence[str], path, e
 
 
 class PeriodicEval:
-  """Evaluation during training: single-scale mIoU on the eval split (hfgd_tf.evaluation), and a
-  few predictions for TensorBoard."""
+  """Evaluation during training: single-scale mIoU on the eval split (`evaluate`), and a few
+  predictions for TensorBoard. `ids_ignore_label` as in `train.Trainer`."""
 
   def __init__(self, file_pattern, num_classes, eval_height, eval_width, batch_size,
-               max_examples=None, ignore_label=IGNORE_LABEL):
+               max_examples=None, ignore_label=IGNORE_LABEL, ids_ignore_label=IGNORE_LABEL):
     self.num_classes = num_classes
     self.ignore_label = ignore_label
     self.dataset = input_pipeline.eval_dataset(
         file_pattern, batch_size, eval_height, eval_width, ignore_label=ignore_label,
-        max_examples=max_examples)
+        max_examples=max_examples, ids_ignore_label=ids_ignore_label)
     self._predict = tf.function(lambda model, images: tf.argmax(
         model(images, training=False), -1, output_type=tf.int32))
 

@@ -257,6 +257,15 @@ def _parse_window(value):
   return height, width
 
 
+def _check_dataset_info(data_dir, dataset_info, splits):
+  """A converted folder's dataset_info.json must describe the dataset the flags ask for."""
+  from datasets import dataset_info as info_file  # pylint: disable=import-outside-toplevel
+  try:
+    info_file.check_info(data_dir, dataset_info, splits)
+  except info_file.DataDirError as error:
+    _fail("data_dir", str(error))
+
+
 def _check_data_dir(train, dataset_info, needs_data, splits):
   if train.data_dir is None:
     if train.dataset != "builtin" and needs_data:
@@ -265,6 +274,8 @@ def _check_data_dir(train, dataset_info, needs_data, splits):
     if train.dataset == "builtin":
       train.data_dir = BUILTIN_DATA_DIR
     return
+  if "://" not in train.data_dir and os.path.isdir(train.data_dir):
+    _check_dataset_info(train.data_dir, dataset_info, splits)
   if train.dataset == "builtin" or not needs_data or "://" in train.data_dir:
     return  # The built-in dataset is generated on demand; remote folders (gs://) are not listed.
   if not os.path.isdir(train.data_dir):

@@ -46,11 +46,14 @@ def run_train(settings):
   _prepare_data(settings)
   train.set_seeds(settings.train.seed, settings.train.deterministic)
   strategy = create_strategy(settings.train.distribution, settings.train.tpu)
+  ids_ignore_label = settings.dataset_info.ids_ignore_label
   validation = PeriodicEval(_eval_files(settings), settings.model.num_classes,
                             settings.eval.eval_height, settings.eval.eval_width,
-                            settings.eval.batch_size, settings.eval.max_examples)
+                            settings.eval.batch_size, settings.eval.max_examples,
+                            ids_ignore_label=ids_ignore_label)
   trainer = train.Trainer(settings.model, settings.train, strategy,
-                          palette=settings.dataset_info.palette, validation=validation)
+                          palette=settings.dataset_info.palette, validation=validation,
+                          ids_ignore_label=ids_ignore_label)
   results = trainer.train()
   logging.info("Training done at step %d; checkpoints in %s, TensorBoard logs in %s.",
                results["step"], settings.train.checkpoint_dir, settings.train.tensorboard_dir)
@@ -77,7 +80,8 @@ def run_eval(settings, model=None):
   dataset = input_pipeline.eval_dataset(
       _eval_files(settings), settings.eval.batch_size, settings.eval.eval_height,
       settings.eval.eval_width, ignore_label=ignore_label,
-      max_examples=settings.eval.max_examples)
+      max_examples=settings.eval.max_examples,
+      ids_ignore_label=settings.dataset_info.ids_ignore_label)
   results = evaluation.evaluate(model, dataset, settings.model.num_classes, strategy=strategy,
                                 ignore_label=ignore_label, **_protocol(settings))
   class_names = settings.dataset_info.class_names
@@ -153,6 +157,21 @@ RUNNERS = {"train": run_train, "eval": run_eval, "predict": run_predict, "export
            "benchmark": run_benchmark, "flops": run_flops}
 
 
+def _naming_unreadable_records(settings):
+  """A context in which an unreadable record of the shards the mode reads (training: both splits;
+  otherwise the eval split, also the demo's predict inputs) ends the run with one error naming the
+  shard and the record; checkpoints written before it stay as they are."""
+  from hfgd_tf import input_pipeline
+  splits = ([settings.train.train_split] if settings.mode == "train" else []) + [
+      settings.train.eval_split]
+  patterns = ([records.split_files(settings.train.data_dir, split) for split in splits]
+              if settings.train.data_dir else [])
+  return input_pipeline.naming_unreadable_records(patterns,
+                                                  settings.dataset_info.ids_ignore_label)
+
+
 def run(settings):
-  """Runs `settings.mode`."""
-  return RUNNERS[settings.mode](settings)
+  """Runs `settings.mode`; an unreadable record ends it with input_pipeline.UnreadableRecordError
+  naming the shard and the record."""
+  with _naming_unreadable_records(settings):
+    return RUNNERS[settings.mode](settings)

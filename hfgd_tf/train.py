@@ -35,7 +35,7 @@ from absl import logging
 from datasets import records
 from hfgd_tf import input_pipeline, summaries, visualize
 from hfgd_tf.checkpoints import latest_resume_point, model_state, optimizer_state
-from hfgd_tf.config import FlagError
+from hfgd_tf.config import IGNORE_LABEL, FlagError
 from hfgd_tf.distribution import is_chief, resolve_mixed_precision, worker_dir
 from hfgd_tf.modeling.backbones.weights import load_backbone_weights
 from hfgd_tf.modeling.losses import segmentation_losses
@@ -68,14 +68,19 @@ class Trainer:
   """Builds the model, optimizer, input pipeline and checkpoint on a strategy, and trains.
 
   Usage: Trainer(model_config, train_config, strategy).train() -> dict of final metrics.
-  `validation` (optional, e.g. a `PeriodicEval`) has `evaluate(model) -> dict of metrics`, run
-  every `eval_every` steps, and `sample(model) -> (images, labels, predictions)` for TensorBoard.
+  `ids_ignore_label` is the dataset's ignore value in the authors' iDS records
+  (`DatasetInfo.ids_ignore_label`: 0 for Pascal Context), mapped to the library's 255 when such
+  records are read. `validation` (optional, e.g. a `PeriodicEval`) has `evaluate(model) -> dict
+  of metrics`, run every `eval_every` steps, and `sample(model) -> (images, labels, predictions)`
+  for TensorBoard.
   """
 
-  def __init__(self, model_config, train, strategy, palette=None, validation=None):
+  def __init__(self, model_config, train, strategy, palette=None, validation=None,
+               ids_ignore_label=IGNORE_LABEL):
     train = dataclasses.replace(
         train, mixed_precision=resolve_mixed_precision(train.mixed_precision, strategy))
     self.train_config = train
+    self.ids_ignore_label = ids_ignore_label
     self.strategy = strategy
     self.num_replicas = strategy.num_replicas_in_sync
     if train.batch_size % self.num_replicas:
@@ -143,7 +148,7 @@ class Trainer:
         records.split_files(train.data_dir, train.train_split), train.batch_size, train.augment,
         seed=seed, input_context=input_context,
         shuffle_buffer=train.shuffle_buffer, validate_labels=train.validate_labels,
-        num_classes=self.model_config.num_classes)
+        num_classes=self.model_config.num_classes, ids_ignore_label=self.ids_ignore_label)
 
   def _replica_step(self, images, labels):
     variables = self.model.trainable_variables

@@ -1,6 +1,7 @@
 """Shard writer safety (resume, interruption) and the raw-layout converters' golden label maps."""
 
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -258,16 +259,94 @@ def test_pascal_context_rejects_a_different_labels_txt(tmp_path):
     convert.convert("pascal_context", raw, str(tmp_path / "out"), splits=["train"])
 
 
+def test_pascal_context_checks_the_labels_txt_beside_trainval_in_voc2010(tmp_path):
+  """`tar -xzf trainval.tar.gz -C VOCdevkit/VOC2010` puts trainval/ and labels.txt there."""
+  raw = str(tmp_path / "raw")
+  _pascal_official(raw)
+  voc = os.path.join(raw, "VOCdevkit", "VOC2010")
+  shutil.move(os.path.join(raw, "trainval"), os.path.join(voc, "trainval"))
+  shutil.move(os.path.join(raw, "labels.txt"), os.path.join(voc, "labels.txt"))
+  info = convert.convert("pascal_context", raw, str(tmp_path / "out"), splits=["train"])
+  assert info["splits"]["train"]["num_examples"] == 2
+  with open(os.path.join(voc, "labels.txt"), "w") as f:
+    f.write("1: accordion\n2: airplane\n")
+  with pytest.raises(core.ConversionError, match="VOC2010/labels.txt: id 2 is 'airplane'"):
+    convert.convert("pascal_context", raw, str(tmp_path / "out2"), splits=["train"])
+
+
+def _pascal_png59(raw, label, mode="L", labels_file=pascal_context.AUTHORS_LABELS_FILE,
+                  labels_name="labels.txt", key="a"):
+  """The 59-class PNG layout with one val example and, unless None, a copy of `labels_file`."""
+  _save_image(os.path.join(raw, "images", f"{key}.jpg"), *np.shape(label))
+  _save_label(os.path.join(raw, "labels", f"{key}.png"), label, mode)
+  with open(os.path.join(raw, "val.txt"), "w") as f:
+    f.write(key)
+  if labels_file is not None:
+    shutil.copy(labels_file, os.path.join(raw, labels_name))
+
+
+def test_the_authors_class_list_is_our_order():
+  assert pascal_context.read_class_list(pascal_context.AUTHORS_LABELS_FILE) == dict(
+      enumerate(pascal_context.INFO.class_names, 1))
+
+
 @pytest.mark.parametrize("mode", ["L", "P"])
 def test_pascal_context_preprocessed_layout_golden(tmp_path, mode):
   raw, out = str(tmp_path / "raw"), str(tmp_path / "out")
-  _save_image(os.path.join(raw, "images", "a.jpg"), 2, 4)
-  _save_label(os.path.join(raw, "labels", "a.png"), [[0, 1, 59, 30], [2, 0, 58, 15]], mode)
-  with open(os.path.join(raw, "val.txt"), "w") as f:
-    f.write("a")
+  _pascal_png59(raw, [[0, 1, 59, 30], [2, 0, 58, 15]], mode)
   convert.convert("pascal_context", raw, out, splits=["val"])
   np.testing.assert_array_equal(_label_of(_records(out, "val")["a"]),
                                 [[255, 0, 58, 29], [1, 255, 57, 14]])
+
+
+def test_pascal_context_png59_is_remapped_by_the_class_list_it_ships_with(tmp_path):
+  """A copy numbering the classes in reverse (59 = aeroplane), as plain names after background,
+  spelled differently: values follow the names, not our order."""
+  names = list(pascal_context.INFO.class_names)[::-1]
+  names[names.index("aeroplane")] = "Airplane"
+  names[names.index("pottedplant")] = "potted plant"
+  list_file = tmp_path / "59_labels.txt"
+  list_file.write_text("background\n" + "\n".join(names) + "\n")
+  raw, out = str(tmp_path / "raw"), str(tmp_path / "out")
+  _pascal_png59(raw, [[0, 1, 59, 20]], labels_file=str(list_file), labels_name="59_labels.txt")
+  convert.convert("pascal_context", raw, out, splits=["val"])
+  np.testing.assert_array_equal(_label_of(_records(out, "val")["a"]), [[255, 58, 0, 39]])
+
+
+@pytest.mark.parametrize("content,message", [
+    (None, r"no 59_labels.txt or labels.txt in .* gives the class of each label value; for the "
+           r"authors' preprocessed copy .* copy .*pascal_context_59_labels.txt there"),
+    ("".join(f"{raw_id}: {name}\n" for name, raw_id in pascal_context.CLASSES_459[:58])
+     + "1: accordion\n", r"labels.txt: class 'accordion' \(id 1\) is not one of the 59"),
+    ("".join(f"{i}: {name}\n" for i, (name, _) in enumerate(pascal_context.CLASSES_459[:58], 1)),
+     r"labels.txt lists 58 of the 59 classes; missing wood"),
+    ("1: aeroplane\n1: bag\n", r"labels.txt: id 1 is listed twice"),
+])
+def test_pascal_context_png59_without_its_class_list_is_refused(tmp_path, content, message):
+  raw = str(tmp_path / "raw")
+  _pascal_png59(raw, [[0, 1]], labels_file=None)
+  if content is not None:
+    (tmp_path / "raw" / "labels.txt").write_text(content)
+  with pytest.raises(core.ConversionError, match=message):
+    convert.convert("pascal_context", raw, str(tmp_path / "out"), splits=["val"])
+  assert not os.path.exists(tmp_path / "out")
+
+
+def test_pascal_context_mmseg_layout_golden(tmp_path):
+  """mmseg's pascal_context.py output: SegmentationClassContext + ImageSets/SegmentationContext."""
+  raw, out = str(tmp_path / "raw"), str(tmp_path / "out")
+  voc = os.path.join(raw, "VOCdevkit", "VOC2010")
+  _save_image(os.path.join(voc, "JPEGImages", "2008_000008.jpg"), 2, 3)
+  _save_image(os.path.join(voc, "JPEGImages", "2008_000009.jpg"), 2, 3)  # not in the split
+  _save_label(os.path.join(voc, "SegmentationClassContext", "2008_000008.png"),
+              [[0, 1, 59], [37, 2, 0]])
+  os.makedirs(os.path.join(voc, "ImageSets", "SegmentationContext"))
+  with open(os.path.join(voc, "ImageSets", "SegmentationContext", "val.txt"), "w") as f:
+    f.write("2008_000008\n")
+  convert.convert("pascal_context", raw, out, splits=["val"])
+  records = _records(out, "val")
+  assert list(records) == ["2008_000008"]
+  np.testing.assert_array_equal(_label_of(records["2008_000008"]), [[255, 0, 58], [36, 1, 255]])
 
 
 COCO_RAW = np.array([[0, 10, 11, 12, 24, 25],
@@ -286,6 +365,43 @@ def test_coco_stuff_182_to_171_golden(tmp_path):
   convert.convert("coco_stuff", raw, out, splits=["val"])
   np.testing.assert_array_equal(_label_of(_records(out, "val")["000000000139"]), COCO_EXPECTED)
   assert coco_stuff.CLASS_NAMES[80] == "banner" and coco_stuff.CLASS_NAMES[170] == "wood"
+
+
+@pytest.mark.parametrize("images,labels", [
+    ("images/val2017", "annotations/val2017"),  # cocostuff README and mmseg (unzip -d images/ ...)
+    ("val2017", "val2017"),  # the stuffthingmaps zip unpacked in place, beside the images
+])
+@pytest.mark.parametrize("mmseg_prepared", [False, True])
+def test_coco_stuff_official_layouts_golden(tmp_path, images, labels, mmseg_prepared):
+  raw, out = str(tmp_path / "raw"), str(tmp_path / "out")
+  _save_image(os.path.join(raw, images, "000000000139.jpg"), 3, 6)
+  _save_label(os.path.join(raw, labels, "000000000139.png"), COCO_RAW)
+  if mmseg_prepared:  # its converter's 171-class map beside the original, here deliberately wrong
+    _save_label(os.path.join(raw, labels, "000000000139_labelTrainIds.png"), np.zeros((3, 6)))
+  convert.convert("coco_stuff", raw, out, splits=["val"])
+  records = _records(out, "val")
+  assert list(records) == ["000000000139"]
+  np.testing.assert_array_equal(_label_of(records["000000000139"]), COCO_EXPECTED)
+
+
+def test_coco_stuff_mmseg_train_ids_alone_are_read_as_train_ids(tmp_path):
+  raw, out = str(tmp_path / "raw"), str(tmp_path / "out")
+  _save_image(os.path.join(raw, "images", "val2017", "5.jpg"), 1, 4)
+  _save_label(os.path.join(raw, "annotations", "val2017", "5_labelTrainIds.png"),
+              [[0, 170, 255, 80]])
+  convert.convert("coco_stuff", raw, out, splits=["val"])
+  np.testing.assert_array_equal(_label_of(_records(out, "val")["5"]), [[0, 170, 255, 80]])
+  _save_label(os.path.join(raw, "annotations", "val2017", "5_labelTrainIds.png"), [[0, 171, 1, 2]])
+  with pytest.raises(core.ConversionError, match=r"5_labelTrainIds\.png has values \[171\]"):
+    convert.convert("coco_stuff", raw, str(tmp_path / "out2"), splits=["val"])
+
+
+def test_coco_stuff_without_label_maps_names_the_folders_looked_in(tmp_path):
+  os.makedirs(tmp_path / "images" / "val2017")
+  with pytest.raises(core.ConversionError, match=r"none of .*annotations/val2017, "
+                                                 r".*stuffthingmaps_trainval2017/val2017, "
+                                                 r".*val2017 holds stuffthingmaps PNGs"):
+    convert.convert("coco_stuff", str(tmp_path), str(tmp_path / "out"), splits=["val"])
 
 
 CITYSCAPES_RAW = np.array([[0, 1, 2, 3, 4, 5, 6, 7],
@@ -314,6 +430,29 @@ def test_cityscapes_label_ids_to_train_ids_golden(tmp_path):
   record = _records(out, "val")["aachen_000000_000019"]
   np.testing.assert_array_equal(_label_of(record), CITYSCAPES_EXPECTED)
   assert record["image/format"].bytes_list.value[0] == b"png"
+
+
+def test_cityscapes_label_ids_win_over_train_ids_which_are_read_when_alone(tmp_path):
+  """A tree prepared by createTrainIdLabelImgs or mmseg holds both maps of each image."""
+  raw, out = str(tmp_path / "raw"), str(tmp_path / "out")
+  _cityscapes(raw)
+  train_ids = os.path.join(raw, "gtFine", "val", "aachen",
+                           "aachen_000000_000019_gtFine_labelTrainIds.png")
+  _save_label(train_ids, np.full((5, 8), 3))  # deliberately not the labelIds' content
+  convert.convert("cityscapes", raw, out, splits=["val"])
+  records = _records(out, "val")
+  assert list(records) == ["aachen_000000_000019"]
+  np.testing.assert_array_equal(_label_of(records["aachen_000000_000019"]), CITYSCAPES_EXPECTED)
+  os.remove(os.path.join(raw, "gtFine", "val", "aachen",
+                         "aachen_000000_000019_gtFine_labelIds.png"))
+  _save_label(train_ids, CITYSCAPES_EXPECTED)
+  convert.convert("cityscapes", raw, str(tmp_path / "out2"), splits=["val"])
+  np.testing.assert_array_equal(
+      _label_of(_records(str(tmp_path / "out2"), "val")["aachen_000000_000019"]),
+      CITYSCAPES_EXPECTED)
+  _save_label(train_ids, np.full((5, 8), 19))
+  with pytest.raises(core.ConversionError, match=r"labelTrainIds\.png has values \[19\]"):
+    convert.convert("cityscapes", raw, str(tmp_path / "out3"), splits=["val"])
 
 
 def test_missing_image_for_a_label_names_both_files(tmp_path):
@@ -346,10 +485,7 @@ def test_unknown_label_value_names_the_file(tmp_path, dataset, bad_value):
                 [[0, bad_value], [1, 2]])
     label_name = r"val2017/7\.png"
   else:
-    _save_image(os.path.join(raw, "images", "b.jpg"), 2, 2)
-    _save_label(os.path.join(raw, "labels", "b.png"), [[0, bad_value], [1, 2]])
-    with open(os.path.join(raw, "val.txt"), "w") as f:
-      f.write("b\n")
+    _pascal_png59(raw, [[0, bad_value], [1, 2]], key="b")
     label_name = r"labels/b\.png"
   with pytest.raises(core.ConversionError,
                      match=rf"{label_name} has values \[{bad_value}\] that are neither"):
@@ -358,12 +494,9 @@ def test_unknown_label_value_names_the_file(tmp_path, dataset, bad_value):
 
 def test_unreadable_files_are_named(tmp_path):
   raw = str(tmp_path / "raw")
-  _save_image(os.path.join(raw, "images", "c.jpg"), 8, 8)
+  _pascal_png59(raw, np.ones((8, 8)), key="c")
   with open(os.path.join(raw, "images", "c.jpg"), "r+b") as f:
     f.truncate(40)  # a cut-off JPEG
-  _save_label(os.path.join(raw, "labels", "c.png"), np.ones((8, 8)))
-  with open(os.path.join(raw, "val.txt"), "w") as f:
-    f.write("c\n")
   with pytest.raises(core.ConversionError, match=r"unreadable image file .*images/c\.jpg"):
     convert.convert("pascal_context", raw, str(tmp_path / "out"), splits=["val"])
   official = str(tmp_path / "official")
