@@ -6,12 +6,12 @@ real datasets also `list_examples(raw_dir, split) -> [core.RawExample]`, the bui
 Importing this package does not import TensorFlow (converter workers stay light).
 """
 
-from datasets import builtin, cityscapes, coco_stuff, pascal_context
+from datasets import ade20k, builtin, cityscapes, coco_stuff, pascal_context
 from datasets.core import DatasetInfo
 from hfgd_tf.registry import Registry
 
 _DATASETS = Registry("dataset")
-for _module in (builtin, cityscapes, coco_stuff, pascal_context):
+for _module in (ade20k, builtin, cityscapes, coco_stuff, pascal_context):
   _DATASETS.register(_module.INFO.name)(_module)
 
 
