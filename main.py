@@ -36,7 +36,8 @@ def _prepare_data(settings):
 
 
 def _eval_pattern(settings):
-  return os.path.join(settings.train.data_dir, f"{settings.train.eval_split}-*.tfrecord")
+  from hfgd_tf.input_pipeline import split_source  # pylint: disable=import-outside-toplevel
+  return split_source(settings.train.dataset, settings.train.data_dir, settings.train.eval_split)
 
 
 def _periodic_eval(settings):

@@ -32,7 +32,8 @@ INFO = core.DatasetInfo(
     eval_size=(1025, 2049),
 )
 
-_LUT = core.build_lut({
+# labelId pixel -> trainId or ignore (-1: a value that must not occur); the TFDS adapter reuses it.
+LABEL_ID_LUT = core.build_lut({
     LICENSE_PLATE_VALUE: core.IGNORE_LABEL,
     **{label_id: core.IGNORE_LABEL for label_id in range(NUM_LABEL_IDS)},
     **{label_id: train_id for train_id, (_, label_id, _) in enumerate(CLASSES)}})
@@ -62,5 +63,5 @@ def list_examples(raw_dir, split):
 
 
 def load_example(example: core.RawExample) -> core.EncodedExample:
-  label = core.map_label(core.load_label_png(example.label_path), _LUT, example.label_path)
+  label = core.map_label(core.load_label_png(example.label_path), LABEL_ID_LUT, example.label_path)
   return core.encode_pair(example.key, example.image_path, label, example.label_path)

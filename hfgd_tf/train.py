@@ -256,9 +256,9 @@ class Trainer:
 
   def _dataset(self, input_context, seed):
     train = self.train_config
-    pattern = os.path.join(train.data_dir, f"{train.train_split}-*.tfrecord")
+    source = input_pipeline.split_source(train.dataset, train.data_dir, train.train_split)
     return input_pipeline.train_dataset(
-        pattern, train.batch_size, train.augment, seed=seed, input_context=input_context,
+        source, train.batch_size, train.augment, seed=seed, input_context=input_context,
         shuffle_buffer=train.shuffle_buffer, validate_labels=train.validate_labels,
         num_classes=self.model_config.num_classes)
 
