@@ -280,7 +280,7 @@ def _check_tfds_data(train, splits):
     from datasets import tfds_source
   except ImportError as error:
     _fail("dataset", f"{train.dataset} needs tensorflow-datasets ({error}); pip install -r "
-          "requirements-dev.txt")
+          "requirements-tfds.txt")
   from datasets.tfds_adapters import get_adapter
   adapter = get_adapter(train.dataset)
   try:

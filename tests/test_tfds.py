@@ -162,6 +162,7 @@ def test_an_unknown_label_value_names_the_example(tmp_path):
       _eval_examples(CITYSCAPES, tmp_path, "val")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,eval_split", [(CITYSCAPES, "val"), (PETS, "test")])
 def test_a_training_step_and_an_eval_pass_through_each_adapter(tmp_path, name, eval_split):
   adapter = tfds_adapters.get_adapter(name)
@@ -247,3 +248,21 @@ def test_main_reports_a_missing_dataset_in_one_line(tmp_path):
   last = result.stderr.strip().splitlines()[-1]
   assert last.startswith("error: --data_dir: tfds:oxford_iiit_pet (version ")
   assert f"python3 -m datasets.tfds_build --dataset={PETS} --data_dir={tmp_path}" in last
+
+
+def test_runs_on_other_datasets_never_import_tensorflow_datasets(tmp_path):
+  script = (
+      "import sys\n"
+      "from absl import flags\n"
+      "from hfgd_tf import input_pipeline, train\n"
+      "from hfgd_tf.flags import define_all_flags, run_config_from_flags\n"
+      "values = flags.FlagValues()\n"
+      "define_all_flags(values)\n"
+      f"values(['main.py', '--data_dir={tmp_path}'])\n"
+      "settings = run_config_from_flags(values, 'train')\n"
+      "input_pipeline.split_source(settings.train.dataset, settings.train.data_dir, 'train')\n"
+      "assert 'tensorflow_datasets' not in sys.modules, 'imported'\n")
+  env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
+  result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, timeout=120, check=False)
+  assert result.returncode == 0, result.stderr[-2000:]
