@@ -341,3 +341,13 @@ def test_main_trains_evaluates_predicts_and_exports_from_real_pet_shards(tmp_pat
   assert results["dataset"] == PETS and results["split"] == "test"
   assert sorted(os.listdir(tmp_path / "run" / "predictions"))
   assert os.path.isfile(tmp_path / "run" / "export" / "saved_model.pb")
+
+
+def test_tfds_build_names_the_adapters_for_an_unknown_dataset():
+  result = subprocess.run(
+      [sys.executable, "-m", "datasets.tfds_build", "--dataset=tfds:scene_parse150"],
+      capture_output=True, text=True, cwd=ROOT, timeout=120, check=False)
+  assert result.returncode != 0 and "Traceback" not in result.stderr
+  assert result.stderr.strip().splitlines()[-1].startswith(
+      "error: --dataset: no TFDS adapter for 'tfds:scene_parse150'; adapters exist for "
+      "tfds:cityscapes/semantic_segmentation, tfds:oxford_iiit_pet")
