@@ -8,7 +8,7 @@ tensorflow-datasets; reading is in `datasets/tfds_source.py`.
 
 * `tfds:cityscapes/semantic_segmentation`: `segmentation_label` is the raw gtFine labelIds image,
   mapped with `datasets/cityscapes.py`'s labelIds -> trainIds table (19 classes). Splits train,
-  validation (`val` is accepted for it) and test (unlabelled). TFDS needs the two zips from the
+  validation (`val` is accepted for it) and test (labels withheld). TFDS needs the two zips from the
   registration-gated site in --manual_dir to prepare it.
 * `tfds:oxford_iiit_pet`: `segmentation_mask` is the trimap 1 = pet, 2 = background, 3 = border.
   Two classes, background (0) and pet (1); the border, a band the annotators left unclassified
