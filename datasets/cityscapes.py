@@ -38,7 +38,8 @@ INFO = core.DatasetInfo(
     eval_size=(1025, 2049),
 )
 
-_LUT = core.build_lut({
+# labelId pixel -> trainId or ignore (-1: a value that must not occur); the TFDS adapter reuses it.
+LABEL_ID_LUT = core.build_lut({
     UNLABELED_VALUE: IGNORE_LABEL,
     **{label_id: IGNORE_LABEL for label_id in range(NUM_LABEL_IDS)},
     **{label_id: train_id for train_id, (_, label_id, _) in enumerate(CLASSES)}})
@@ -74,6 +75,6 @@ def list_examples(raw_dir, split):
 
 
 def load_example(example: core.RawExample) -> core.EncodedExample:
-  lut = _TRAIN_ID_LUT if example.label_path.endswith(TRAIN_ID_SUFFIX) else _LUT
+  lut = _TRAIN_ID_LUT if example.label_path.endswith(TRAIN_ID_SUFFIX) else LABEL_ID_LUT
   label = core.map_label(core.load_label_png(example.label_path), lut, example.label_path)
   return core.encode_pair(example.key, example.image_path, label, example.label_path)

@@ -94,17 +94,29 @@ DISTRIBUTIONS = ("one_device", "mirrored", "multi_worker", "tpu")
 BUILTIN_DATA_DIR = os.path.join("runs", "builtin-data")
 
 
+def _known_dataset(name):
+  from datasets import get_dataset_info  # pylint: disable=import-outside-toplevel
+  try:
+    get_dataset_info(name)
+  except ValueError as error:
+    raise flags.ValidationError(str(error)) from error
+  return True
+
 
 def define_data_flags(flag_values=flags.FLAGS):
   """Which dataset, where its TFRecords are, and the training augmentation switches."""
   from datasets import dataset_names  # pylint: disable=import-outside-toplevel
+  from datasets.tfds_adapters import ADAPTERS  # pylint: disable=import-outside-toplevel
   define = _Definer(flag_values)
-  define.enum("dataset", "builtin", dataset_names(),
-              "Dataset (datasets/ registry): gives num_classes, class names, palette and the "
-              "default crop and eval sizes.")
+  define.string("dataset", "builtin",
+                f"Dataset: a converted one ({', '.join(dataset_names())}) or a prepared "
+                f"TensorFlow Datasets one ({', '.join(sorted(ADAPTERS))}). Gives num_classes, "
+                "class names, palette and the default crop and eval sizes.")
+  flags.register_validator("dataset", _known_dataset, flag_values=flag_values)
   define.string("data_dir", None,
                 "Folder with <split>-*.tfrecord shards (datasets/convert.py output). For "
-                f"dataset=builtin it is generated when missing (default {BUILTIN_DATA_DIR}).")
+                f"dataset=builtin it is generated when missing (default {BUILTIN_DATA_DIR}); for "
+                "tfds:... it is the TFDS data folder (default: TFDS's own).")
   define.string("train_split", "train", "Split to train on.")
   define.string("eval_split", "val", "Split to evaluate on.")
   define.integer("crop_height", None, "Training crop height; default: the dataset's.")
@@ -264,6 +276,25 @@ def _check_dataset_info(data_dir, dataset_info, splits):
     info_file.check_info(data_dir, dataset_info, splits)
   except info_file.DataDirError as error:
     _fail("data_dir", str(error))
+def _check_tfds_data(train, splits):
+  """A TFDS dataset must be prepared in --data_dir and have the splits the run reads."""
+  # pylint: disable=import-outside-toplevel  (tensorflow-datasets only for tfds: datasets)
+  try:
+    from datasets import tfds_source
+  except ImportError as error:
+    _fail("dataset", f"{train.dataset} needs tensorflow-datasets ({error}); pip install -r "
+          "requirements-tfds.txt")
+  from datasets.tfds_adapters import get_adapter
+  adapter = get_adapter(train.dataset)
+  try:
+    builder = tfds_source.load_builder(adapter, train.data_dir)
+  except tfds_source.DatasetNotPreparedError as error:
+    _fail("data_dir", str(error))
+  for split in splits:
+    try:
+      tfds_source.resolve_split(adapter, builder, split)
+    except ValueError as error:
+      _fail("train_split" if split == train.train_split else "eval_split", str(error))
 
 
 def _check_data_dir(train, dataset_info, needs_data, splits):
@@ -291,7 +322,8 @@ def run_config_from_flags(flag_values=flags.FLAGS, mode="train"):
 
   Needs no TensorFlow and builds nothing, so a wrong flagfile fails in a second.
   """
-  from datasets import get_dataset_info  # pylint: disable=import-outside-toplevel
+  # pylint: disable=import-outside-toplevel
+  from datasets import get_dataset_info, tfds_adapters
   dataset_info = get_dataset_info(flag_values.dataset)
   values = {name: flag_values[name].value for name in TrainConfig.__dataclass_fields__
             if name in flag_values}
@@ -355,14 +387,18 @@ def run_config_from_flags(flag_values=flags.FLAGS, mode="train"):
 
   if train.model_dir is None:
     train.model_dir = train.checkpoint_dir or os.path.join(
-        "runs", flag_values.experiment_name or train.dataset)
+        "runs", flag_values.experiment_name or train.dataset.replace(":", "_").replace("/", "_"))
   train.checkpoint_dir = train.checkpoint_dir or os.path.join(train.model_dir, "checkpoints")
   train.tensorboard_dir = train.tensorboard_dir or os.path.join(train.checkpoint_dir, "tb")
   needs_data = mode in ("train", "eval")
   splits = {"train": [train.train_split, train.eval_split] if train.eval_every or
                      train.eval_after_train else [train.train_split],
             "eval": [train.eval_split]}.get(mode, [])
-  _check_data_dir(train, dataset_info, needs_data, splits)
+  if tfds_adapters.is_tfds_name(train.dataset):
+    if needs_data:
+      _check_tfds_data(train, splits)
+  else:
+    _check_data_dir(train, dataset_info, needs_data, splits)
   if mode == "predict" and flag_values.predict_input is None:
     _fail("predict_input", "required for mode=predict (a folder or a glob of images)")
   return RunSettings(

@@ -10,6 +10,10 @@ brightness (p=0.5, delta U[-32, 32), then clip to [0, 256]) -> pad bottom/right 
 Evaluation: pad bottom/right to a fixed size (no resize), keeping the original size so predictions
 can be cropped back.
 
+Sources: our TFRecord shards (file patterns), or any `ExampleSource` whose elements decode to the
+same (image, label) example, e.g. a prepared TensorFlow Datasets split (`datasets/tfds_source.py`);
+both go through the same shuffling, augmentation and padding.
+
 Randomness is stateless, keyed by (seed, input pipeline id) folded with the element index, so a
 given seed gives the same order and the same augmentations on every run.
 
@@ -22,9 +26,10 @@ value `DatasetInfo.ids_ignore_label` holds) to map it to 0..58 and 255.
 """
 
 import contextlib
+import dataclasses
 import os
 import re
-from typing import Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 import tensorflow as tf
@@ -140,7 +145,7 @@ def _shard_files(files, input_context):
 
 
 def _records(files, shuffle_seed=None, deterministic=True, repeat=False):
-  """Dataset of (serialized record, shard path), interleaving reads over the shard files."""
+  """Dataset of {record: serialized, path: its shard}, interleaving reads over the shard files."""
   compressions = [_detect_compression(path) for path in files]
   file_ds = tf.data.Dataset.from_tensor_slices((files, compressions))
   if shuffle_seed is not None:
@@ -149,7 +154,7 @@ def _records(files, shuffle_seed=None, deterministic=True, repeat=False):
     file_ds = file_ds.repeat()
   return file_ds.interleave(
       lambda path, compression: tf.data.TFRecordDataset(path, compression).map(
-          lambda record: (record, path)),
+          lambda record: {"record": record, "path": path}),
       cycle_length=min(len(files), 8), block_length=1, num_parallel_calls=tf.data.AUTOTUNE,
       deterministic=deterministic)
 
@@ -165,14 +170,94 @@ def _checked_labels(label, num_classes, ignore_label, source):
     return tf.identity(label)
 
 
-def _decoded(record, path, validate_labels, num_classes, ignore_label, ids_ignore_label):
-  example = decode_example(record, ids_ignore_label)
+@dataclasses.dataclass(frozen=True)
+class ExampleSource:
+  """Where a split's examples come from.
+
+  `read(shuffle_seed=None, repeat=False, input_context=None)` -> dataset of still-encoded elements
+  (cheap to shuffle), this input pipeline's share when `input_context` is given; `decode(element)`
+  -> dict(image float32 [H, W, 3] in 0-255, label int32 [H, W] in the library convention,
+  filename string, origin string naming the example in errors).
+  """
+  read: Callable[..., tf.data.Dataset]
+  decode: Callable[[Any], dict]
+
+
+def _tfrecord_source(file_patterns, deterministic, ids_ignore_label):
+  """Our (or the authors' iDS) TFRecord shards as an ExampleSource; fails now if none match."""
+  files = _list_files(file_patterns)
+
+  def read(shuffle_seed=None, repeat=False, input_context=None):
+    return _records(_shard_files(files, input_context), shuffle_seed, deterministic, repeat)
+
+  def decode(element):
+    example = decode_example(element["record"], ids_ignore_label)
+    example["origin"] = tf.strings.join([element["path"], ":", example["filename"]])
+    return example
+
+  return ExampleSource(read, decode)
+
+
+def _as_source(source, deterministic, ids_ignore_label) -> ExampleSource:
+  if isinstance(source, ExampleSource):
+    return source
+  return _tfrecord_source(source, deterministic, ids_ignore_label)
+
+
+def _decoded(source, element, validate_labels, num_classes, ignore_label):
+  example = source.decode(element)
   if validate_labels:
     if num_classes is None:
       raise ValueError("validate_labels needs num_classes")
-    source = tf.strings.join([path, ":", example["filename"]])
-    example["label"] = _checked_labels(example["label"], num_classes, ignore_label, source)
+    example["label"] = _checked_labels(example["label"], num_classes, ignore_label,
+                                       example["origin"])
   return example
+
+
+def _limit_size(image, label, max_size):
+  """Downscales so that the longer side is at most max_size (aspect kept, sizes floored)."""
+  height, width = tf.shape(label)[0], tf.shape(label)[1]
+  longer = tf.maximum(height, width)
+  return tf.cond(longer > max_size,
+                 lambda: _resize(image, label, height * max_size // longer,
+                                 width * max_size // longer),
+                 lambda: (image, label))
+
+
+def decode_mapped_example(image_bytes, label_bytes, filename, label_lut, origin, max_size=None):
+  """An example stored as encoded image and label-map bytes (e.g. a TFDS split) -> decode() dict.
+
+  The label PNG holds raw values, mapped through `label_lut` (raw value -> class or ignore; -1
+  marks values that must not occur). An unknown value, or a label whose size differs from the
+  image's, fails naming `origin`. With `max_size`, an example whose longer side exceeds it is
+  downscaled to it (image bilinear, label nearest, as the scale augmentation resizes).
+  """
+  image = _decode_image_bytes(image_bytes)
+  raw = tf.cast(tf.io.decode_png(label_bytes, channels=1)[..., 0], tf.int32)  # [H, W, 1] -> [H, W]
+  label = tf.gather(tf.constant(label_lut, tf.int32), raw)
+  unknown = label < 0
+  check = tf.debugging.Assert(
+      tf.logical_and(tf.logical_not(tf.reduce_any(unknown)),
+                     tf.reduce_all(tf.shape(image)[:2] == tf.shape(label))),
+      ["example", origin, "has label values the dataset's mapping does not know:",
+       tf.boolean_mask(raw, unknown), "or an image of size", tf.shape(image)[:2],
+       "with a label of size", tf.shape(label)], summarize=10)
+  with tf.control_dependencies([check]):
+    label = tf.identity(label)
+  if max_size:
+    image, label = _limit_size(image, label, max_size)
+  return {"image": tf.ensure_shape(image, [None, None, 3]),
+          "label": tf.ensure_shape(label, [None, None]), "filename": filename, "origin": origin}
+
+
+def split_source(dataset, data_dir, split):
+  """What train_dataset/eval_dataset read for `split`: the adapter's examples of a prepared TFDS
+  dataset for `tfds:<name>[/<config>]`, else the converted shards `<data_dir>/<split>-*.tfrecord`."""
+  from datasets import tfds_adapters  # pylint: disable=import-outside-toplevel
+  if tfds_adapters.is_tfds_name(dataset):
+    from datasets import tfds_source  # pylint: disable=import-outside-toplevel
+    return tfds_source.example_source(dataset, data_dir, split)
+  return records.split_files(data_dir, split)
 
 
 def _resize(image, label, height, width):
@@ -247,39 +332,38 @@ def _random_seed():
   return int.from_bytes(os.urandom(4), "little")
 
 
-def train_dataset(file_patterns, batch_size, augment: AugmentConfig, seed: Optional[int] = None,
+def train_dataset(source, batch_size, augment: AugmentConfig, seed: Optional[int] = None,
                   input_context: Optional[tf.distribute.InputContext] = None, shuffle_buffer=1000,
                   validate_labels=False, num_classes: Optional[int] = None,
                   ids_ignore_label=IGNORE_LABEL) -> tf.data.Dataset:
   """Infinite training batches (images float32 [B, crop_h, crop_w, 3] normalised, labels int32
-  [B, crop_h, crop_w]); B is the per-replica batch when `input_context` is given.
+  [B, crop_h, crop_w]); B is the per-replica batch when `input_context` is given. `source`: file
+  patterns of TFRecord shards, or an ExampleSource.
 
   With a seed, order and augmentation are identical from run to run; without one they are random.
   `validate_labels` (needs `num_classes`) fails on the first label outside [0, K) and != ignore.
   """
-  files = _shard_files(_list_files(file_patterns), input_context)
-  if input_context is not None:
-    batch_size = input_context.get_per_replica_batch_size(batch_size)
   deterministic = seed is not None
   seed = seed if seed is not None else _random_seed()
+  source = _as_source(source, deterministic, ids_ignore_label)
+  ds = source.read(shuffle_seed=seed, repeat=True, input_context=input_context)
+  if input_context is not None:
+    batch_size = input_context.get_per_replica_batch_size(batch_size)
   pipeline_id = input_context.input_pipeline_id if input_context is not None else 0
   base_seed = tf.constant([seed, pipeline_id], tf.int64)
 
-  def parse_and_augment(index, record_and_path):
-    record, path = record_and_path
-    example = _decoded(record, path, validate_labels, num_classes, augment.ignore_label,
-                       ids_ignore_label)
+  def parse_and_augment(index, element):
+    example = _decoded(source, element, validate_labels, num_classes, augment.ignore_label)
     element_seed = tf.random.experimental.stateless_fold_in(base_seed, index)
     image, label = augment_example(example["image"], example["label"], augment, element_seed)
     return normalize_image(image), label
 
-  ds = _records(files, shuffle_seed=seed, deterministic=deterministic, repeat=True)
   ds = ds.shuffle(shuffle_buffer, seed=seed).enumerate()
   ds = ds.map(parse_and_augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
   return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
-def eval_dataset(file_patterns, batch_size, eval_height, eval_width, ignore_label=IGNORE_LABEL,
+def eval_dataset(source, batch_size, eval_height, eval_width, ignore_label=IGNORE_LABEL,
                  input_context: Optional[tf.distribute.InputContext] = None, validate_labels=False,
                  num_classes: Optional[int] = None, ids_ignore_label=IGNORE_LABEL,
                  max_examples: Optional[int] = None) -> tf.data.Dataset:
@@ -289,18 +373,20 @@ def eval_dataset(file_patterns, batch_size, eval_height, eval_width, ignore_labe
   first that many examples (of this input pipeline).
 
   An image larger than eval_height x eval_width is an error naming it (no resize is done).
+  `source`: file patterns of TFRecord shards, or an ExampleSource.
   """
-  files = _shard_files(_list_files(file_patterns), input_context)
+  source = _as_source(source, True, ids_ignore_label)
+  ds = source.read(input_context=input_context)
   if input_context is not None:
     batch_size = input_context.get_per_replica_batch_size(batch_size)
 
-  def parse_and_pad(record, path):
-    example = _decoded(record, path, validate_labels, num_classes, ignore_label, ids_ignore_label)
+  def parse_and_pad(element):
+    example = _decoded(source, element, validate_labels, num_classes, ignore_label)
     image, label = example["image"], example["label"]
     height, width = tf.shape(label)[0], tf.shape(label)[1]
     fits = tf.debugging.Assert(
         tf.logical_and(height <= eval_height, width <= eval_width),
-        ["image", path, example["filename"], "of size", height, width,
+        ["image", example["origin"], "of size", height, width,
          f"is larger than the eval size {eval_height}x{eval_width}; raise the eval size"])
     with tf.control_dependencies([fits]):
       image, label = _pad_bottom_right(image, label, eval_height, eval_width, ignore_label)
@@ -308,18 +394,18 @@ def eval_dataset(file_patterns, batch_size, eval_height, eval_width, ignore_labe
             "label": tf.ensure_shape(label, [eval_height, eval_width]),
             "height": height, "width": width, "filename": example["filename"]}
 
-  ds = _records(files, deterministic=True)
   if max_examples:
     ds = ds.take(max_examples)
   ds = ds.map(parse_and_pad, num_parallel_calls=tf.data.AUTOTUNE)
   return ds.batch(batch_size, drop_remainder=False).prefetch(tf.data.AUTOTUNE)
 
 
-def examples(file_patterns, ids_ignore_label=IGNORE_LABEL) -> tf.data.Dataset:
+def examples(source, ids_ignore_label=IGNORE_LABEL) -> tf.data.Dataset:
   """The decoded examples as stored, in a fixed order, neither augmented nor padded nor batched:
-  dict(image float32 [H, W, 3] in 0-255, label int32 [H, W], filename string)."""
-  return _records(_list_files(file_patterns), deterministic=True).map(
-      lambda record, path: decode_example(record, ids_ignore_label))
+  dict(image float32 [H, W, 3] in 0-255, label int32 [H, W], filename string, origin string).
+  `source`: file patterns of TFRecord shards, or an ExampleSource."""
+  source = _as_source(source, True, ids_ignore_label)
+  return source.read().map(source.decode)
 def _short_reason(message):
   """The gist of a TF error message: its last paragraph without node names, op tags and the
   tf.data transformation prefix."""

@@ -9,6 +9,7 @@ import os
 from absl import logging
 
 from datasets import records
+from datasets.tfds_adapters import is_tfds_name
 
 # pylint: disable=import-outside-toplevel
 
@@ -22,8 +23,10 @@ def _prepare_data(settings):
                            num_val=settings.train.builtin_num_val)
 
 
-def _eval_files(settings):
-  return records.split_files(settings.train.data_dir, settings.train.eval_split)
+def _eval_source(settings):
+  """The eval split's examples: converted shards, or a prepared TFDS split for tfds: datasets."""
+  from hfgd_tf.input_pipeline import split_source
+  return split_source(settings.train.dataset, settings.train.data_dir, settings.train.eval_split)
 
 
 def _protocol(settings):
@@ -47,7 +50,7 @@ def run_train(settings):
   train.set_seeds(settings.train.seed, settings.train.deterministic)
   strategy = create_strategy(settings.train.distribution, settings.train.tpu)
   ids_ignore_label = settings.dataset_info.ids_ignore_label
-  validation = PeriodicEval(_eval_files(settings), settings.model.num_classes,
+  validation = PeriodicEval(_eval_source(settings), settings.model.num_classes,
                             settings.eval.eval_height, settings.eval.eval_width,
                             settings.eval.batch_size, settings.eval.max_examples,
                             ids_ignore_label=ids_ignore_label)
@@ -78,7 +81,7 @@ def run_eval(settings, model=None):
       model = _model(settings, None)
   ignore_label = settings.model.ignore_label
   dataset = input_pipeline.eval_dataset(
-      _eval_files(settings), settings.eval.batch_size, settings.eval.eval_height,
+      _eval_source(settings), settings.eval.batch_size, settings.eval.eval_height,
       settings.eval.eval_width, ignore_label=ignore_label,
       max_examples=settings.eval.max_examples,
       ids_ignore_label=settings.dataset_info.ids_ignore_label)
@@ -102,7 +105,7 @@ def _write_eval_images(settings, count=8):
 
   from hfgd_tf import input_pipeline, visualize
   folder = os.path.join(settings.train.model_dir, "predict_inputs")
-  for index, example in enumerate(input_pipeline.examples(_eval_files(settings)).take(count)):
+  for index, example in enumerate(input_pipeline.examples(_eval_source(settings)).take(count)):
     visualize.write_png(os.path.join(folder, f"{index:03d}.png"),
                         np.clip(np.round(example["image"].numpy()), 0, 255).astype(np.uint8))
   return folder
@@ -165,7 +168,7 @@ def _naming_unreadable_records(settings):
   splits = ([settings.train.train_split] if settings.mode == "train" else []) + [
       settings.train.eval_split]
   patterns = ([records.split_files(settings.train.data_dir, split) for split in splits]
-              if settings.train.data_dir else [])
+              if settings.train.data_dir and not is_tfds_name(settings.train.dataset) else [])
   return input_pipeline.naming_unreadable_records(patterns,
                                                   settings.dataset_info.ids_ignore_label)
 

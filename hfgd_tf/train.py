@@ -32,7 +32,6 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from datasets import records
 from hfgd_tf import input_pipeline, summaries, visualize
 from hfgd_tf.checkpoints import latest_resume_point, model_state, optimizer_state
 from hfgd_tf.config import IGNORE_LABEL, FlagError
@@ -144,9 +143,9 @@ class Trainer:
 
   def _dataset(self, input_context, seed):
     train = self.train_config
+    source = input_pipeline.split_source(train.dataset, train.data_dir, train.train_split)
     return input_pipeline.train_dataset(
-        records.split_files(train.data_dir, train.train_split), train.batch_size, train.augment,
-        seed=seed, input_context=input_context,
+        source, train.batch_size, train.augment, seed=seed, input_context=input_context,
         shuffle_buffer=train.shuffle_buffer, validate_labels=train.validate_labels,
         num_classes=self.model_config.num_classes, ids_ignore_label=self.ids_ignore_label)
 

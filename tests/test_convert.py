@@ -13,7 +13,8 @@ import tensorflow as tf
 from PIL import Image
 from scipy import io as scipy_io  # the MAT reader's independent reference
 
-from datasets import builtin, coco_stuff, convert, core, matlab, pascal_context, records, tfrecord
+from datasets import (ade20k, builtin, coco_stuff, convert, core, matlab, pascal_context, records,
+                      tfrecord)
 from hfgd_tf import input_pipeline as ip
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -453,6 +454,28 @@ def test_cityscapes_label_ids_win_over_train_ids_which_are_read_when_alone(tmp_p
   _save_label(train_ids, np.full((5, 8), 19))
   with pytest.raises(core.ConversionError, match=r"labelTrainIds\.png has values \[19\]"):
     convert.convert("cityscapes", raw, str(tmp_path / "out3"), splits=["val"])
+ADE_RAW = np.array([[0, 1, 2, 150],
+                    [149, 75, 0, 13]])
+ADE_EXPECTED = np.array([[255, 0, 1, 149],
+                         [148, 74, 255, 12]])
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_ade20k_challenge_layout_golden(tmp_path, nested):
+  raw, out = str(tmp_path / "raw"), str(tmp_path / "out")
+  root = os.path.join(raw, "ADEChallengeData2016") if nested else raw
+  jpeg = _save_image(os.path.join(root, "images", "validation", "ADE_val_00000001.jpg"), 2, 4)
+  _save_label(os.path.join(root, "annotations", "validation", "ADE_val_00000001.png"), ADE_RAW)
+  _save_image(os.path.join(root, "images", "training", "ADE_train_00000001.jpg"), 2, 4)
+  _save_label(os.path.join(root, "annotations", "training", "ADE_train_00000001.png"), ADE_RAW)
+  info = convert.convert("ade20k", raw, out, splits=["val"])
+  assert info["num_classes"] == 150 and info["splits"]["val"]["num_examples"] == 1
+  record = _records(out, "val")["ADE_val_00000001"]
+  np.testing.assert_array_equal(_label_of(record), ADE_EXPECTED)
+  assert record["image/encoded"].bytes_list.value[0] == jpeg
+  assert not _shards(out, "train")  # only the validation folder was read
+  assert ade20k.CLASS_NAMES[0] == "wall" and ade20k.CLASS_NAMES[149] == "flag"
+  assert ade20k.INFO.palette[12] == (150, 5, 61)  # person
 
 
 def test_missing_image_for_a_label_names_both_files(tmp_path):
@@ -473,7 +496,7 @@ def test_size_mismatch_names_the_files(tmp_path):
 
 
 @pytest.mark.parametrize("dataset,bad_value", [("cityscapes", 34), ("coco_stuff", 182),
-                                               ("pascal_context", 60)])
+                                               ("pascal_context", 60), ("ade20k", 151)])
 def test_unknown_label_value_names_the_file(tmp_path, dataset, bad_value):
   raw = str(tmp_path / "raw")
   if dataset == "cityscapes":
@@ -484,6 +507,10 @@ def test_unknown_label_value_names_the_file(tmp_path, dataset, bad_value):
     _save_label(os.path.join(raw, "stuffthingmaps_trainval2017", "val2017", "7.png"),
                 [[0, bad_value], [1, 2]])
     label_name = r"val2017/7\.png"
+  elif dataset == "ade20k":
+    _save_image(os.path.join(raw, "images", "validation", "d.jpg"), 2, 2)
+    _save_label(os.path.join(raw, "annotations", "validation", "d.png"), [[0, bad_value], [1, 2]])
+    label_name = r"annotations/validation/d\.png"
   else:
     _pascal_png59(raw, [[0, bad_value], [1, 2]], key="b")
     label_name = r"labels/b\.png"
