@@ -14,7 +14,7 @@ from typing import Optional
 from absl import flags
 
 from hfgd_tf.config import DECODERS, ENCODERS, AugmentConfig, ModelConfig
-from hfgd_tf.run_config import EvalConfig, FlagError, TrainConfig
+from hfgd_tf.run_config import WARMUP_SCHEDULES, EvalConfig, FlagError, TrainConfig
 
 _ENUMS = {"encoder": ENCODERS, "decoder": DECODERS}
 _HELP = {
@@ -131,6 +131,10 @@ def define_training_flags(flag_values=flags.FLAGS):
   define.float("end_learning_rate", 0.0, "Learning rate at the end of the poly decay.")
   define.float("poly_power", 0.9, "Power of the polynomial decay.")
   define.integer("warmup_steps", 0, "Linear warm-up from 0 before the poly decay.")
+  define.enum("warmup_schedule", "decay_to_end", WARMUP_SCHEDULES,
+              "With --warmup_steps=W: decay_to_end (poly over the last T-W steps, reaching "
+              "end_learning_rate at T) or original (iSeg's: the LR freezes at its step T-W value "
+              "from step T-W on); see docs/training.md.")
   define.float("momentum", 0.9, "SGD momentum.")
   define.float("weight_decay", 1e-4,
                "SGD: L2 coefficient, loss += wd * sum(w^2) over every conv/dense kernel.")

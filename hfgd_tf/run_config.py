@@ -10,6 +10,10 @@ from typing import Optional, Tuple
 from hfgd_tf.config import AugmentConfig
 
 
+# Poly decay after a warm-up: ours reaches the end LR at the last step; iSeg's freezes (train.py).
+WARMUP_SCHEDULES = ("decay_to_end", "original")
+
+
 class FlagError(ValueError):
   """A flag value that cannot work; the message starts with --<flag>: and says why."""
 
@@ -44,6 +48,7 @@ class TrainConfig:
   end_learning_rate: float = 0.0
   poly_power: float = 0.9
   warmup_steps: int = 0
+  warmup_schedule: str = "decay_to_end"
   momentum: float = 0.9
   weight_decay: float = 1e-4
   weight_decay_head_only: bool = False
