@@ -40,10 +40,13 @@ def _eval_pattern(settings):
 
 
 def _periodic_eval(settings):
-  from hfgd_tf.train import PeriodicEval  # pylint: disable=import-outside-toplevel
+  # pylint: disable=import-outside-toplevel
+  from hfgd_tf.distribution import use_jit_compile
+  from hfgd_tf.train import PeriodicEval
   return PeriodicEval(_eval_pattern(settings), settings.model.num_classes,
                       settings.eval.eval_height, settings.eval.eval_width,
-                      settings.eval.batch_size, settings.eval.max_examples)
+                      settings.eval.batch_size, settings.eval.max_examples,
+                      jit_compile=use_jit_compile(settings.eval.jit_compile))
 
 
 def run_train(settings):
@@ -82,7 +85,7 @@ def run_eval(settings, model=None):
   """mIoU with the configured protocol; per-class table on the console, JSON in model_dir."""
   # pylint: disable=import-outside-toplevel
   from hfgd_tf import evaluation, input_pipeline
-  from hfgd_tf.distribution import create_strategy
+  from hfgd_tf.distribution import create_strategy, use_jit_compile
   _prepare_data(settings)
   strategy = None
   if model is None:
@@ -96,6 +99,7 @@ def run_eval(settings, model=None):
     dataset = dataset.unbatch().take(settings.eval.max_examples).batch(settings.eval.batch_size)
   results = evaluation.evaluate(model, dataset, settings.model.num_classes,
                                 strategy=strategy, ignore_label=settings.model.ignore_label,
+                                jit_compile=use_jit_compile(settings.eval.jit_compile, strategy),
                                 **_protocol(settings))
   class_names = settings.dataset_info.class_names
   path = os.path.join(settings.train.model_dir, "eval_results.json")

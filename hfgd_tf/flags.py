@@ -14,7 +14,8 @@ from typing import Optional
 from absl import flags
 
 from hfgd_tf.config import DECODERS, ENCODERS, AugmentConfig, ModelConfig
-from hfgd_tf.run_config import WARMUP_SCHEDULES, EvalConfig, FlagError, TrainConfig
+from hfgd_tf.run_config import (
+    JIT_COMPILE, WARMUP_SCHEDULES, EvalConfig, FlagError, TrainConfig)
 
 _ENUMS = {"encoder": ENCODERS, "decoder": DECODERS}
 _HELP = {
@@ -153,6 +154,13 @@ def define_training_flags(flag_values=flags.FLAGS):
               "one_device; mirrored (all local GPUs, else the logical CPUs); multi_worker "
               "(TF_CONFIG); tpu (--tpu).")
   define.string("tpu", None, "TPU name or address for distribution=tpu ('' = local TPU).")
+  define.enum("jit_compile", "auto", JIT_COMPILE,
+              "Compile train and eval steps with XLA: auto = on for GPUs and TPUs, off on CPUs "
+              "(where XLA is slower than oneDNN).")
+  define.integer("steps_per_loop", 1,
+                 "Training steps per tf.function call (a tf.range loop over the iterator, as "
+                 "Model Garden does for TPUs); logs show the loss averaged over the loop. Loops "
+                 "end early at log/checkpoint/eval/image steps, so cadences stay exact.")
   define.string("checkpoint_dir", None,
                 "Checkpoints (resumed automatically); default <model_dir>/checkpoints.")
   define.integer("checkpoint_every", 1000, "Steps between checkpoints.")
@@ -316,7 +324,7 @@ def run_config_from_flags(flag_values=flags.FLAGS, mode="train"):
             "max_checkpoints_to_keep", "log_every", "image_summary_every", "eval_batch_size",
             "crop_height", "crop_width", "eval_height", "eval_width", "benchmark_steps",
             "shuffle_buffer", "max_eval_examples", "poly_power", "builtin_num_train",
-            "builtin_num_val", "flops_height", "flops_width")
+            "builtin_num_val", "flops_height", "flops_width", "steps_per_loop")
   for name in ("weight_decay", "adamw_weight_decay", "end_learning_rate", "warmup_steps",
                "eval_every", "momentum"):
     if flag_values[name].value < 0:
@@ -348,7 +356,7 @@ def run_config_from_flags(flag_values=flags.FLAGS, mode="train"):
       batch_size=flag_values.eval_batch_size,
       eval_height=flag_values.eval_height or dataset_info.eval_size[0],
       eval_width=flag_values.eval_width or dataset_info.eval_size[1],
-      max_examples=flag_values.max_eval_examples)
+      max_examples=flag_values.max_eval_examples, jit_compile=flag_values.jit_compile)
   if augment.crop_height > evaluation.eval_height or augment.crop_width > evaluation.eval_width:
     _fail("crop_height", f"crop {augment.crop_height}x{augment.crop_width} is larger than the eval "
           f"size {evaluation.eval_height}x{evaluation.eval_width}; lower the crop or raise "

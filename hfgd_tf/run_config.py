@@ -12,6 +12,8 @@ from hfgd_tf.config import AugmentConfig
 
 # Poly decay after a warm-up: ours reaches the end LR at the last step; iSeg's freezes (train.py).
 WARMUP_SCHEDULES = ("decay_to_end", "original")
+# XLA for the train/eval steps: auto = on for GPUs and TPUs, off on CPUs (distribution.py).
+JIT_COMPILE = ("auto", "on", "off")
 
 
 class FlagError(ValueError):
@@ -28,6 +30,7 @@ class EvalConfig:
   eval_height: int = 513
   eval_width: int = 513
   max_examples: Optional[int] = None
+  jit_compile: str = "auto"
 
 
 @dataclasses.dataclass
@@ -57,6 +60,8 @@ class TrainConfig:
   mixed_precision: str = "none"
   distribution: str = "one_device"
   tpu: Optional[str] = None
+  jit_compile: str = "auto"
+  steps_per_loop: int = 1
 
   model_dir: Optional[str] = None
   checkpoint_dir: Optional[str] = None

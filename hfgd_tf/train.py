@@ -38,7 +38,7 @@ from hfgd_tf import evaluation, input_pipeline, summaries, visualize
 from hfgd_tf.backbones.layer_decay import layer_depths, num_depths
 from hfgd_tf.backbones.weights import load_backbone_weights
 from hfgd_tf.checkpoints import model_state, optimizer_state, restore_model_weights
-from hfgd_tf.distribution import is_chief, worker_dir
+from hfgd_tf.distribution import is_chief, use_jit_compile, worker_dir
 from hfgd_tf.losses import segmentation_losses
 from hfgd_tf.model import build_model
 from hfgd_tf.run_config import WARMUP_SCHEDULES, FlagError
@@ -260,7 +260,13 @@ class Trainer:
     self.manager = tf.train.CheckpointManager(
         self.checkpoint, self._checkpoint_dir, max_to_keep=train.max_checkpoints_to_keep,
         step_counter=self.step)
+    # XLA compiles the step from the batch on (the iterator stays outside, as in Keras); TPU steps
+    # are compiled by the strategy itself.
+    jit_compile = use_jit_compile(train.jit_compile) and not isinstance(
+        strategy, tf.distribute.TPUStrategy)
+    self._compiled_step = tf.function(self._step_on_batch, jit_compile=jit_compile)
     self._train_step = tf.function(self._distributed_step)
+    self._train_loop = tf.function(self._distributed_loop)
     # Multi-worker and TPU jobs are preemptible: TF's handler saves a checkpoint through the
     # manager when the cluster is told to terminate, and the next run resumes from it.
     self._preemption = None
@@ -295,12 +301,35 @@ class Trainer:
     terms = {name: value / self.num_replicas for name, value in terms.items()}
     return loss, terms
 
-  def _distributed_step(self, iterator):
-    images, labels = next(iterator)
+  def _step_on_batch(self, images, labels):
     loss, terms = self.strategy.run(self._replica_step, args=(images, labels))
     self.step.assign_add(1)
     reduce = lambda value: self.strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
     return reduce(loss), {name: reduce(value) for name, value in terms.items()}
+
+  def _distributed_step(self, iterator):
+    images, labels = next(iterator)
+    return self._compiled_step(images, labels)
+
+  def _distributed_loop(self, iterator, steps):
+    """`steps` (>= 1, a tensor: one trace for any count) training steps in one call, as TF Model
+    Garden loops on TPUs where host round-trips dominate; returns the losses summed over them."""
+    loss, terms = self._distributed_step(iterator)
+    for _ in tf.range(steps - 1):
+      step_loss, step_terms = self._distributed_step(iterator)
+      loss += step_loss
+      terms = {name: value + step_terms[name] for name, value in terms.items()}
+    return loss, terms
+
+  def _loop_length(self, done):
+    """Steps the next call runs after `done` steps: up to `steps_per_loop`, ending at the next step
+    that logs, saves, evaluates or writes images, so every cadence holds whatever its value."""
+    train = self.train_config
+    cadences = [train.log_every, train.checkpoint_every]
+    if self.validation is not None:
+      cadences += [train.image_summary_every] + ([train.eval_every] if train.eval_every else [])
+    return min([train.steps_per_loop, train.train_steps - done]
+               + [every - done % every for every in cadences])
 
   def save(self):
     path = self.manager.save(checkpoint_number=self.step)
@@ -321,21 +350,25 @@ class Trainer:
     results, first_loss, loss = {}, None, None
     window_start, window_steps = time.time(), 0
     with writer.as_default():
-      for step in range(start + 1, train.train_steps + 1):
-        if self._preemption is None:
-          loss, terms = self._train_step(self.iterator)
-        else:
-          loss, terms = self._preemption.run(self._train_step, self.iterator)
-        loss = float(loss)
-        terms = {name: float(value) for name, value in terms.items()}
+      step = start
+      while step < train.train_steps:
+        count = self._loop_length(step)
+        run, args = ((self._train_step, (self.iterator,)) if count == 1 else
+                     (self._train_loop, (self.iterator, tf.constant(count))))
+        loss, terms = run(*args) if self._preemption is None else self._preemption.run(run, *args)
+        step += count
+        # Loops log the mean over their steps.
+        loss = float(loss) / count
+        terms = {name: float(value) / count for name, value in terms.items()}
         if not math.isfinite(loss):
+          steps = f"step {step}" if count == 1 else f"steps {step - count + 1}..{step}"
           raise TrainingDivergedError(
-              f"loss is {loss} at step {step} (terms: "
+              f"loss is {loss} at {steps} (terms: "
               + ", ".join(f"{name}={value:.4g}" for name, value in terms.items())
               + f"); stopped without saving. Last good checkpoint: "
               f"{self.manager.latest_checkpoint or 'none'}. Lower --learning_rate or check data.")
         first_loss = loss if first_loss is None else first_loss
-        window_steps += 1
+        window_steps += count
         if step % train.log_every == 0 or step == train.train_steps:
           rate = window_steps / max(time.time() - window_start, 1e-9)
           self._log(step, loss, terms, rate)
@@ -386,9 +419,10 @@ class PeriodicEval:
   few predictions for TensorBoard."""
 
   def __init__(self, file_pattern, num_classes, eval_height, eval_width, batch_size,
-               max_examples=None, ignore_label=input_pipeline.IGNORE_LABEL):
+               max_examples=None, ignore_label=input_pipeline.IGNORE_LABEL, jit_compile=False):
     self.num_classes = num_classes
     self.ignore_label = ignore_label
+    self.jit_compile = jit_compile
     self.dataset = input_pipeline.eval_dataset(
         file_pattern, batch_size, eval_height, eval_width, ignore_label=ignore_label)
     if max_examples:
@@ -399,7 +433,8 @@ class PeriodicEval:
   def evaluate(self, model):
     """{"miou", "pixel_accuracy"} over the eval split (padding and ignored pixels excluded)."""
     results = evaluation.evaluate(model, self.dataset, self.num_classes,
-                                  ignore_label=self.ignore_label, log_every=0)
+                                  ignore_label=self.ignore_label, log_every=0,
+                                  jit_compile=self.jit_compile)
     return {"miou": results.mean_iou, "pixel_accuracy": results.pixel_accuracy}
 
   def sample(self, model, count=4):
