@@ -153,8 +153,10 @@ def run_export(settings, model=None):
 
 
 def run_benchmark(settings):
-  from hfgd_tf import benchmark  # pylint: disable=import-outside-toplevel
-  benchmark.run_benchmark(settings, steps=FLAGS.benchmark_steps)
+  from benchmarks import model_speed  # pylint: disable=import-outside-toplevel
+  model_speed.run_benchmark(settings, steps=FLAGS.benchmark_steps, rounds=FLAGS.benchmark_rounds,
+                            batch_size=FLAGS.benchmark_batch_size,
+                            memory=FLAGS.benchmark_memory)
 
 
 def run_flops(settings):

@@ -211,7 +211,13 @@ def define_output_flags(flag_values=flags.FLAGS):
   define.string("predict_input", None, "Images to predict: a folder or a glob.")
   define.string("predict_output_dir", None,
                 "Colourised predictions; default <model_dir>/predictions.")
-  define.integer("benchmark_steps", 10, "Timed steps per benchmark measurement.")
+  define.integer("benchmark_steps", 3, "mode=benchmark: timed steps per model and round.")
+  define.integer("benchmark_rounds", 7, "mode=benchmark: rounds of interleaved timing (the "
+                 "report gives the median and range of the per-round ratios).")
+  define.bool("benchmark_memory", True, "mode=benchmark: also measure each model's peak memory "
+              "in its own process.")
+  define.integer("benchmark_batch_size", 2, "mode=benchmark: batch of the timed train and "
+                 "inference steps (not --batch_size: a recipe's 16 at 513^2 needs ~23 GB on CPU).")
   define.integer("flops_height", 513, "Input height of the FLOPs count.")
   define.integer("flops_width", 513, "Input width of the FLOPs count.")
   define.list("flops_backbones", [], "mode=flops: count these backbones alone (with a 1000-way "
@@ -323,6 +329,7 @@ def run_config_from_flags(flag_values=flags.FLAGS, mode="train"):
   _positive(flag_values, "batch_size", "train_steps", "learning_rate", "checkpoint_every",
             "max_checkpoints_to_keep", "log_every", "image_summary_every", "eval_batch_size",
             "crop_height", "crop_width", "eval_height", "eval_width", "benchmark_steps",
+            "benchmark_rounds", "benchmark_batch_size",
             "shuffle_buffer", "max_eval_examples", "poly_power", "builtin_num_train",
             "builtin_num_val", "flops_height", "flops_width", "steps_per_loop")
   for name in ("weight_decay", "adamw_weight_decay", "end_learning_rate", "warmup_steps",

@@ -196,6 +196,28 @@ def current_learning_rate(optimizer):
   return float(inner.learning_rate)
 
 
+def replica_step(model, optimizer, model_config, images, labels, num_replicas=1, l2=(),
+                 weight_decay=0.0):
+  """One training step on one replica's batch: forward, losses (+ weight_decay * sum(w^2) over
+  `l2`), gradients, update. Returns (loss, {term: value}), both divided by `num_replicas`.
+
+  Keras 2's aggregation: each replica's loss / replicas, gradients summed over replicas.
+  """
+  variables = model.trainable_variables
+  with tf.GradientTape() as tape:
+    outputs = model({"image": images, "label": labels}, training=True)
+    total, terms = segmentation_losses(outputs, labels, model_config)
+    if l2:
+      terms["l2"] = weight_decay * tf.add_n(
+          [tf.reduce_sum(tf.square(tf.cast(variable.value, tf.float32))) for variable in l2])
+      total += terms["l2"]
+    loss = total / num_replicas
+    scaled_loss = optimizer.scale_loss(loss)
+  gradients = tape.gradient(scaled_loss, variables)
+  optimizer.apply_gradients(zip(gradients, variables))
+  return loss, {name: value / num_replicas for name, value in terms.items()}
+
+
 class Trainer:
   """Builds the model, optimizer, input pipeline and checkpoint on a strategy, and trains.
 
@@ -284,22 +306,8 @@ class Trainer:
         num_classes=self.model_config.num_classes)
 
   def _replica_step(self, images, labels):
-    variables = self.model.trainable_variables
-    with tf.GradientTape() as tape:
-      outputs = self.model({"image": images, "label": labels}, training=True)
-      total, terms = segmentation_losses(outputs, labels, self.model_config)
-      if self._l2:
-        terms["l2"] = self.train_config.weight_decay * tf.add_n(
-            [tf.reduce_sum(tf.square(tf.cast(variable.value, tf.float32)))
-             for variable in self._l2])
-        total += terms["l2"]
-      # Keras 2's aggregation: each replica's loss / replicas, gradients summed over replicas.
-      loss = total / self.num_replicas
-      scaled_loss = self.optimizer.scale_loss(loss)
-    gradients = tape.gradient(scaled_loss, variables)
-    self.optimizer.apply_gradients(zip(gradients, variables))
-    terms = {name: value / self.num_replicas for name, value in terms.items()}
-    return loss, terms
+    return replica_step(self.model, self.optimizer, self.model_config, images, labels,
+                        self.num_replicas, self._l2, self.train_config.weight_decay)
 
   def _step_on_batch(self, images, labels):
     loss, terms = self.strategy.run(self._replica_step, args=(images, labels))
