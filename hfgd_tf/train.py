@@ -12,6 +12,10 @@ What it reproduces from the original (reference §1.3, §7), on Keras 3:
   * synchronized BN when there is more than one replica, plain BN on one;
   * mixed precision float16 (dynamic loss scaling) or bfloat16, set before the model is built.
 
+The step from the batch on is compiled with XLA under --jit_compile (the iterator stays outside);
+--steps_per_loop=N runs N steps per call in a tf.range loop, ending early at any step that logs,
+saves, evaluates or writes images.
+
 Checkpoints (model, optimizer slots and iterations, step and, by default, the tf.data iterator)
 are written every `checkpoint_every` steps and restored automatically, so a killed run loses at
 most the steps since its last checkpoint and a resumed deterministic run ends with the same
