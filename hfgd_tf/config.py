@@ -22,6 +22,13 @@ BN_MOMENTUM = 0.9997
 HEAD_BN_EPSILON = 1e-3
 
 
+# Poly decay after a warm-up: ours reaches the end LR at the last step; iSeg's freezes
+# (optimization.py).
+WARMUP_SCHEDULES = ("decay_to_end", "original")
+# XLA for the train/eval steps: auto = on for GPUs and TPUs, off on CPUs (distribution.py).
+JIT_COMPILE = ("auto", "on", "off")
+
+
 class FlagError(ValueError):
   """A flag value that cannot work; the message starts with --<flag>: and says why."""
 
@@ -163,6 +170,7 @@ class EvalConfig:
   eval_height: int = 513
   eval_width: int = 513
   max_examples: Optional[int] = None
+  jit_compile: str = "auto"
 
 
 @dataclasses.dataclass
@@ -185,6 +193,7 @@ class TrainConfig:
   end_learning_rate: float = 0.0
   poly_power: float = 0.9
   warmup_steps: int = 0
+  warmup_schedule: str = "decay_to_end"
   momentum: float = 0.9
   weight_decay: float = 1e-4
   weight_decay_head_only: bool = False
@@ -193,6 +202,8 @@ class TrainConfig:
   mixed_precision: str = "none"
   distribution: str = "one_device"
   tpu: Optional[str] = None
+  jit_compile: str = "auto"
+  steps_per_loop: int = 1
 
   model_dir: Optional[str] = None
   checkpoint_dir: Optional[str] = None
@@ -225,6 +236,9 @@ class RunSettings:
   predict_input: Optional[str] = None
   predict_output_dir: Optional[str] = None
   predict_after_train: bool = False
-  benchmark_steps: int = 10
+  benchmark_steps: int = 3
+  benchmark_rounds: int = 7
+  benchmark_batch_size: int = 2
+  benchmark_memory: bool = True
   flops_size: Tuple[int, int] = (513, 513)
   flops_backbones: Tuple[str, ...] = ()

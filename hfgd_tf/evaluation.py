@@ -69,15 +69,22 @@ def sliding_window_logits(model_fn, images, window):
   win_w, stride_w, count_w = _window_offsets(width, window_w)
 
   def window_logits(index):
-    """Logits of window `index` (row-major) placed on a zero canvas, and its 0/1 coverage."""
+    """Logits of window `index` (row-major) placed on a zero canvas, and its 0/1 coverage.
+
+    The window is padded at the bottom/right to the canvas size, then rolled to its offset
+    (exact: a window never crosses the canvas edge). Both pad amounts and the crop size depend
+    only on shapes, so XLA sees them as compile-time constants; only the offsets change per window.
+    """
     offset_y = tf.minimum(index // count_w * stride_h, height - win_h)
     offset_x = tf.minimum(index % count_w * stride_w, width - win_w)
-    crop = images[:, offset_y:offset_y + win_h, offset_x:offset_x + win_w, :]
+    crop = tf.slice(images, [0, offset_y, offset_x, 0], [-1, win_h, win_w, -1])
     logits = tf.cast(model_fn(crop), tf.float32)  # [N, win_h, win_w, K]
-    padding = [[offset_y, height - offset_y - win_h], [offset_x, width - offset_x - win_w]]
-    placed = tf.pad(logits, [[0, 0]] + padding + [[0, 0]])  # [N, H, W, K]
+    padding = [[0, height - win_h], [0, width - win_w]]
+    placed = tf.roll(tf.pad(logits, [[0, 0]] + padding + [[0, 0]]), [offset_y, offset_x],
+                     axis=[1, 2])  # [N, H, W, K]
     placed.set_shape(images.shape[:3].concatenate(logits.shape[-1:]))
-    return placed, tf.pad(tf.ones([win_h, win_w]), padding)  # [H, W]
+    covered = tf.roll(tf.pad(tf.ones([win_h, win_w]), padding), [offset_y, offset_x], axis=[0, 1])
+    return placed, covered  # [N, H, W, K], [H, W]
 
   def body(index, logit_sum, visits):
     placed, covered = window_logits(index)
@@ -198,11 +205,12 @@ def iou_from_confusion(confusion_matrix, num_images=0):
 
 def evaluate(model, dataset, num_classes, scales=SS_SCALES, flip=False, window=None,
              strategy: Optional[tf.distribute.Strategy] = None, ignore_label=IGNORE_LABEL,
-             log_every=50) -> EvalResults:
+             log_every=50, jit_compile=False) -> EvalResults:
   """mIoU of `model` over one pass of `dataset` (batches as `input_pipeline.eval_dataset` yields).
 
   Each batch is distributed over the strategy's replicas (the default strategy when None) and runs
-  `multi_scale_logits` in one `tf.function` step; predictions are the argmax of the averaged logits.
+  `multi_scale_logits` in one `tf.function` step; predictions are the argmax of the averaged logits,
+  compiled with XLA when `jit_compile` (once per batch shape).
   """
   strategy = strategy or tf.distribute.get_strategy()
   with strategy.scope():
@@ -211,13 +219,16 @@ def evaluate(model, dataset, num_classes, scales=SS_SCALES, flip=False, window=N
   def model_fn(images):
     return model(images, training=False)
 
+  def predict(images):
+    return tf.argmax(multi_scale_logits(model_fn, images, scales, flip, window), -1,
+                     output_type=tf.int32)
+
+  predict = tf.function(predict, jit_compile=True) if jit_compile else predict
+
   def replica_step(batch):
     # The last batch may leave a replica no images, and the model cannot run on an empty batch.
-    predictions = tf.cond(
-        tf.shape(batch["image"])[0] > 0,
-        lambda: tf.argmax(multi_scale_logits(model_fn, batch["image"], scales, flip, window), -1,
-                          output_type=tf.int32),
-        lambda: tf.zeros_like(batch["label"]))
+    predictions = tf.cond(tf.shape(batch["image"])[0] > 0, lambda: predict(batch["image"]),
+                          lambda: tf.zeros_like(batch["label"]))
     matrix.update(batch["label"], predictions, batch["height"], batch["width"])
     return tf.shape(batch["label"])[0]
 
@@ -283,9 +294,11 @@ class PeriodicEval:
   predictions for TensorBoard. `ids_ignore_label` as in `train.Trainer`."""
 
   def __init__(self, file_pattern, num_classes, eval_height, eval_width, batch_size,
-               max_examples=None, ignore_label=IGNORE_LABEL, ids_ignore_label=IGNORE_LABEL):
+               max_examples=None, ignore_label=IGNORE_LABEL, ids_ignore_label=IGNORE_LABEL,
+               jit_compile=False):
     self.num_classes = num_classes
     self.ignore_label = ignore_label
+    self.jit_compile = jit_compile
     self.dataset = input_pipeline.eval_dataset(
         file_pattern, batch_size, eval_height, eval_width, ignore_label=ignore_label,
         max_examples=max_examples, ids_ignore_label=ids_ignore_label)
@@ -295,7 +308,7 @@ class PeriodicEval:
   def evaluate(self, model):
     """{"miou", "pixel_accuracy"} over the eval split (padding and ignored pixels excluded)."""
     results = evaluate(model, self.dataset, self.num_classes, ignore_label=self.ignore_label,
-                       log_every=0)
+                       log_every=0, jit_compile=self.jit_compile)
     return {"miou": results.mean_iou, "pixel_accuracy": results.pixel_accuracy}
 
   def sample(self, model, count=4):

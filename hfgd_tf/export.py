@@ -8,26 +8,83 @@ Inside: x*2/255 - 1, then `multi_scale_logits` with the export's scales, flip an
 single-scale or the MS+flip protocol), argmax / softmax at the input resolution. The same two
 functions are also attributes of the loaded object (`loaded.class_map(images)`, ...).
 
+Batch norm is folded into the convolution before it (`fold_batch_norms`, on by default): at
+inference BN is a per-channel affine map, so conv -> BN equals one conv with scaled kernel and a
+bias, which oneDNN and cuDNN fuse with the ReLU after it. Same logits to float rounding (~1e-6).
+
 `export_info.json` beside `saved_model.pb` records the classes, palette and protocol. The export is
 written to a temporary sibling directory and renamed into place, so the final path never holds a
 half-written model.
 """
 
+import dataclasses
 import json
 import os
 import shutil
 import tempfile
 from typing import Optional, Sequence
 
+import keras
 import tensorflow as tf
 from absl import logging
 
 from hfgd_tf.evaluation import SS_SCALES, multi_scale_logits
 from hfgd_tf.input_pipeline import normalize_image
+from hfgd_tf.modeling.layers.common import ConvNormAct
+from hfgd_tf.modeling.model import build_model
 
 SERVING_SIGNATURE = "serving_default"
 PROBABILITIES_SIGNATURE = "probabilities"
 INFO_FILE = "export_info.json"
+
+
+def _conv_norm_pairs(model):
+  """(conv, batch norm) pairs where the norm reads only that conv's output: ConvNormAct layers and
+  Conv2D -> BatchNormalization edges of functional sub-models (the ResNet backbone)."""
+  pairs = {}
+  for layer in model._flatten_layers(include_self=False):  # pylint: disable=protected-access
+    if isinstance(layer, ConvNormAct):
+      pairs[id(layer.norm)] = (layer.conv, layer.norm)
+    elif isinstance(layer, keras.layers.BatchNormalization) and len(layer._inbound_nodes) == 1:
+      inputs = layer._inbound_nodes[0].input_tensors  # pylint: disable=protected-access
+      conv = inputs[0]._keras_history.operation if len(inputs) == 1 else None
+      if (type(conv) is keras.layers.Conv2D  # pylint: disable=unidiomatic-typecheck
+          and len(conv._outbound_nodes) == 1):  # pylint: disable=protected-access
+        pairs[id(layer)] = (conv, layer)
+  return list(pairs.values())
+
+
+def fold_batch_norms(model):
+  """An inference copy of `model` with every conv -> BN pair folded into the conv; returns
+  (copy, folded biases: variables the copy reads, which an export must track).
+
+  BN at inference: y = (x - mean) * s + beta with s = gamma / sqrt(var + eps), per channel; with
+  x = conv(z, K) (+ b), y = conv(z, K * s) + (b - mean) * s + beta. The conv's kernel takes the
+  scale; the norm layer of the copy becomes an add of that bias. `model` is left untouched.
+  """
+  folded = build_model(dataclasses.replace(model.config, sync_batch_norm=False))
+  folded.set_weights(model.get_weights())
+  biases = []
+  for conv, norm in _conv_norm_pairs(folded):
+    if norm.axis not in (-1, 3):
+      continue  # only a channels-last (NHWC) norm folds into the kernel's output axis
+    gamma = norm.gamma.value if norm.scale else 1.0
+    beta = norm.beta.value if norm.center else 0.0
+    scale = gamma * tf.math.rsqrt(norm.moving_variance.value + norm.epsilon)  # [C_out]
+    bias = beta - norm.moving_mean.value * scale
+    if conv.use_bias:
+      bias += conv.bias.value * scale
+    conv.kernel.assign(conv.kernel.value * scale)  # [kh, kw, C_in, C_out] * [C_out]
+    bias = tf.Variable(bias, trainable=False, name=f"{norm.name}_folded_bias")
+    biases.append(bias)
+    norm.call = _bias_add(bias, norm.dtype_policy.compute_dtype)
+  return folded, biases
+
+
+def _bias_add(bias, dtype):
+  def call(inputs, training=None, mask=None):  # pylint: disable=unused-argument
+    return tf.nn.bias_add(inputs, tf.cast(bias, dtype))
+  return call
 
 
 class SegmentationExport(tf.Module):
@@ -38,8 +95,11 @@ class SegmentationExport(tf.Module):
   Keras object graph (which keeps the SavedModel small and independent of our layer classes).
   """
 
-  def __init__(self, model, scales=SS_SCALES, flip=False, window=None):
+  def __init__(self, model, scales=SS_SCALES, flip=False, window=None, fold_batch_norm=True):
     super().__init__(name="segmentation_export")
+    self.folded_biases = []
+    if fold_batch_norm:
+      model, self.folded_biases = fold_batch_norms(model)
     self.model_variables = [variable.value for variable in model.variables]
     scales = tuple(float(scale) for scale in scales)
     image_spec = tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")
@@ -62,18 +122,19 @@ class SegmentationExport(tf.Module):
 
 def export_saved_model(model, export_dir, scales=SS_SCALES, flip=False, window=None,
                        overwrite=False, class_names: Optional[Sequence[str]] = None,
-                       palette: Optional[Sequence[Sequence[int]]] = None):
+                       palette: Optional[Sequence[Sequence[int]]] = None, fold_batch_norm=True):
   """Writes `model` with the given protocol as a SavedModel at `export_dir`; returns its path.
 
   An existing `export_dir` is an error unless `overwrite`, in which case the new export replaces it
-  only once it is complete. class_names/palette (optional) go to export_info.json.
+  only once it is complete. class_names/palette (optional) go to export_info.json. Batch norm is
+  folded into the convolutions unless `fold_batch_norm` is False.
   """
   export_dir = os.path.abspath(export_dir)
   if os.path.exists(export_dir) and not overwrite:
     raise FileExistsError(f"{export_dir} already exists; pass overwrite=True to replace it")
   parent = os.path.dirname(export_dir)
   os.makedirs(parent, exist_ok=True)
-  module = SegmentationExport(model, scales, flip, window)
+  module = SegmentationExport(model, scales, flip, window, fold_batch_norm)
   temp_dir = tempfile.mkdtemp(dir=parent, prefix=os.path.basename(export_dir) + ".tmp-")
   try:
     tf.saved_model.save(module, temp_dir, signatures={
@@ -88,6 +149,7 @@ def export_saved_model(model, export_dir, scales=SS_SCALES, flip=False, window=N
         "scales": [float(scale) for scale in scales],
         "flip": bool(flip),
         "window": window if window is None or isinstance(window, int) else list(window),
+        "batch_norm_folded": bool(fold_batch_norm),
     }
     with open(os.path.join(temp_dir, INFO_FILE), "w") as f:
       json.dump(info, f, indent=2)

@@ -14,8 +14,8 @@ from absl import flags
 
 from datasets import records
 
-from hfgd_tf.config import (AugmentConfig, EvalConfig, FlagError, ModelConfig, RunSettings,
-                            TrainConfig)
+from hfgd_tf.config import (JIT_COMPILE, WARMUP_SCHEDULES, AugmentConfig, EvalConfig, FlagError,
+                            ModelConfig, RunSettings, TrainConfig)
 
 # ModelConfig fields no flag sets: the dataset gives the classes and the ignore label, the trainer
 # switches synchronized batch norm on whenever there is more than one replica.
@@ -148,6 +148,10 @@ def define_training_flags(flag_values=flags.FLAGS):
   define.float("end_learning_rate", 0.0, "Learning rate at the end of the poly decay.")
   define.float("poly_power", 0.9, "Power of the polynomial decay.")
   define.integer("warmup_steps", 0, "Linear warm-up from 0 before the poly decay.")
+  define.enum("warmup_schedule", "decay_to_end", WARMUP_SCHEDULES,
+              "With --warmup_steps=W: decay_to_end (poly over the last T-W steps, reaching "
+              "end_learning_rate at T) or original (iSeg's: the LR freezes at its step T-W value "
+              "from step T-W on); see docs/training.md.")
   define.float("momentum", 0.9, "SGD momentum.")
   define.float("weight_decay", 1e-4,
                "SGD: L2 coefficient, loss += wd * sum(w^2) over every conv/dense kernel.")
@@ -167,6 +171,13 @@ def define_training_flags(flag_values=flags.FLAGS):
               "one_device; mirrored (all local GPUs, else the logical CPUs); multi_worker "
               "(TF_CONFIG); tpu (--tpu).")
   define.string("tpu", None, "TPU name or address for distribution=tpu ('' = local TPU).")
+  define.enum("jit_compile", "auto", JIT_COMPILE,
+              "Compile train and eval steps with XLA: auto = on for GPUs and TPUs, off on CPUs "
+              "(where XLA is slower than oneDNN).")
+  define.integer("steps_per_loop", 1,
+                 "Training steps per tf.function call (a tf.range loop over the iterator, as "
+                 "Model Garden does for TPUs); logs show the loss averaged over the loop. Loops "
+                 "end early at log/checkpoint/eval/image steps, so cadences stay exact.")
   define.string("checkpoint_dir", None,
                 "Checkpoints (resumed automatically); default <model_dir>/checkpoints.")
   define.integer("checkpoint_every", 1000, "Steps between checkpoints.")
@@ -220,7 +231,13 @@ def define_output_flags(flag_values=flags.FLAGS):
   define.string("predict_input", None, "Images to predict: a folder or a glob.")
   define.string("predict_output_dir", None,
                 "Colourised predictions; default <model_dir>/predictions.")
-  define.integer("benchmark_steps", 10, "Timed steps per benchmark measurement.")
+  define.integer("benchmark_steps", 3, "mode=benchmark: timed steps per model and round.")
+  define.integer("benchmark_rounds", 7, "mode=benchmark: rounds of interleaved timing (the "
+                 "report gives the median and range of the per-round ratios).")
+  define.bool("benchmark_memory", True, "mode=benchmark: also measure each model's peak memory "
+              "in its own process.")
+  define.integer("benchmark_batch_size", 2, "mode=benchmark: batch of the timed train and "
+                 "inference steps (not --batch_size: a recipe's 16 at 513^2 needs ~23 GB on CPU).")
   define.integer("flops_height", 513, "Input height of the FLOPs count.")
   define.integer("flops_width", 513, "Input width of the FLOPs count.")
   define.list("flops_backbones", [], "mode=flops: count these backbones alone (with a 1000-way "
@@ -346,8 +363,9 @@ def run_config_from_flags(flag_values=flags.FLAGS, mode="train"):
   _positive(flag_values, "batch_size", "train_steps", "learning_rate", "checkpoint_every",
             "max_checkpoints_to_keep", "log_every", "image_summary_every", "eval_batch_size",
             "crop_height", "crop_width", "eval_height", "eval_width", "benchmark_steps",
+            "benchmark_rounds", "benchmark_batch_size",
             "shuffle_buffer", "max_eval_examples", "poly_power", "builtin_num_train",
-            "builtin_num_val", "flops_height", "flops_width")
+            "builtin_num_val", "flops_height", "flops_width", "steps_per_loop")
   for name in ("weight_decay", "adamw_weight_decay", "end_learning_rate", "warmup_steps",
                "eval_every", "momentum"):
     if flag_values[name].value < 0:
@@ -379,7 +397,7 @@ def run_config_from_flags(flag_values=flags.FLAGS, mode="train"):
       batch_size=flag_values.eval_batch_size,
       eval_height=flag_values.eval_height or dataset_info.eval_size[0],
       eval_width=flag_values.eval_width or dataset_info.eval_size[1],
-      max_examples=flag_values.max_eval_examples)
+      max_examples=flag_values.max_eval_examples, jit_compile=flag_values.jit_compile)
   if augment.crop_height > evaluation.eval_height or augment.crop_width > evaluation.eval_width:
     _fail("crop_height", f"crop {augment.crop_height}x{augment.crop_width} is larger than the eval "
           f"size {evaluation.eval_height}x{evaluation.eval_width}; lower the crop or raise "
@@ -411,5 +429,8 @@ def run_config_from_flags(flag_values=flags.FLAGS, mode="train"):
                           or os.path.join(train.model_dir, "predictions")),
       predict_after_train=flag_values.predict_after_train,
       benchmark_steps=flag_values.benchmark_steps,
+      benchmark_rounds=flag_values.benchmark_rounds,
+      benchmark_batch_size=flag_values.benchmark_batch_size,
+      benchmark_memory=flag_values.benchmark_memory,
       flops_size=(flag_values.flops_height, flag_values.flops_width),
       flops_backbones=tuple(flag_values.flops_backbones))

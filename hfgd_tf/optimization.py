@@ -12,6 +12,7 @@
 import keras
 import tensorflow as tf
 
+from hfgd_tf.config import WARMUP_SCHEDULES
 from hfgd_tf.modeling.backbones.layer_decay import layer_depths, num_depths
 
 # AdamW never decays variables whose path contains one of these (the original's list), nor any
@@ -21,30 +22,45 @@ NO_DECAY_SUBSTRINGS = ("bias", "relative_position_bias_table", "pos", "patch_emb
 
 @keras.saving.register_keras_serializable("hfgd_tf")
 class WarmUpPolyDecay(keras.optimizers.schedules.LearningRateSchedule):
-  """Linear warm-up from 0 to `initial` over `warmup_steps`, then poly decay to `end` over the
-  remaining steps: lr(t) = (initial - end) * (1 - (t - W) / (T - W)) ** power + end."""
+  """Linear warm-up from 0 to `initial` over W = `warmup_steps`, then poly decay (power p).
 
-  def __init__(self, initial, total_steps, end=0.0, power=0.9, warmup_steps=0):
+  "decay_to_end" (ours): lr(t) = (initial - end) * (1 - (t - W) / (T - W)) ** p + end, reaching
+  `end` at T = `total_steps`.
+  "original" (iSeg's WarmUpPolyDecay of the HFGD era, reference 7.3): the step is clipped at T - W
+  before W is subtracted, so lr(t) = (initial - end) * (1 - (min(t, T - W) - W) / (T - W)) ** p
+  + end never reaches `end`: it freezes at (initial - end) * (W / (T - W)) ** p + end from step
+  T - W on (W = 1500, T = 30000, initial 0.01: 7.0652e-4 from step 28500).
+  """
+
+  def __init__(self, initial, total_steps, end=0.0, power=0.9, warmup_steps=0,
+               schedule="decay_to_end"):
+    if schedule not in WARMUP_SCHEDULES:
+      raise ValueError(f"warm-up schedule {schedule!r} is not one of "
+                       f"{', '.join(WARMUP_SCHEDULES)}")
     self.initial, self.total_steps, self.end = initial, total_steps, end
-    self.power, self.warmup_steps = power, warmup_steps
+    self.power, self.warmup_steps, self.schedule = power, warmup_steps, schedule
     self.poly = keras.optimizers.schedules.PolynomialDecay(
         initial, total_steps - warmup_steps, end, power=power)
 
   def __call__(self, step):
     step = tf.cast(step, tf.float32)
     warmup = float(max(self.warmup_steps, 1))
+    decay_step = step
+    if self.schedule == "original":
+      decay_step = tf.minimum(step, float(self.total_steps - self.warmup_steps))
     return tf.where(step < self.warmup_steps, self.initial * step / warmup,
-                    self.poly(tf.maximum(step - self.warmup_steps, 0.0)))
+                    self.poly(tf.maximum(decay_step - self.warmup_steps, 0.0)))
 
   def get_config(self):
     return dict(initial=self.initial, total_steps=self.total_steps, end=self.end, power=self.power,
-                warmup_steps=self.warmup_steps)
+                warmup_steps=self.warmup_steps, schedule=self.schedule)
 
 
 def learning_rate_schedule(train):
+  """Poly decay over `train_steps`; with warm-up, a WarmUpPolyDecay of `train.warmup_schedule`."""
   if train.warmup_steps:
     return WarmUpPolyDecay(train.learning_rate, train.train_steps, train.end_learning_rate,
-                           train.poly_power, train.warmup_steps)
+                           train.poly_power, train.warmup_steps, train.warmup_schedule)
   return keras.optimizers.schedules.PolynomialDecay(
       train.learning_rate, train.train_steps, train.end_learning_rate, power=train.poly_power)
 

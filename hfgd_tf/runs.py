@@ -44,7 +44,7 @@ def _model(settings, model):
 def run_train(settings):
   """Trains (resuming from the run's checkpoints), then evaluates/predicts/exports as asked."""
   from hfgd_tf import train
-  from hfgd_tf.distribution import create_strategy
+  from hfgd_tf.distribution import create_strategy, use_jit_compile
   from hfgd_tf.evaluation import PeriodicEval
   _prepare_data(settings)
   train.set_seeds(settings.train.seed, settings.train.deterministic)
@@ -53,7 +53,8 @@ def run_train(settings):
   validation = PeriodicEval(_eval_source(settings), settings.model.num_classes,
                             settings.eval.eval_height, settings.eval.eval_width,
                             settings.eval.batch_size, settings.eval.max_examples,
-                            ids_ignore_label=ids_ignore_label)
+                            ids_ignore_label=ids_ignore_label,
+                            jit_compile=use_jit_compile(settings.eval.jit_compile, strategy))
   trainer = train.Trainer(settings.model, settings.train, strategy,
                           palette=settings.dataset_info.palette, validation=validation,
                           ids_ignore_label=ids_ignore_label)
@@ -72,7 +73,7 @@ def run_train(settings):
 def run_eval(settings, model=None):
   """mIoU with the configured protocol; per-class table on the console, JSON in model_dir."""
   from hfgd_tf import evaluation, input_pipeline
-  from hfgd_tf.distribution import create_strategy
+  from hfgd_tf.distribution import create_strategy, use_jit_compile
   _prepare_data(settings)
   strategy = None
   if model is None:
@@ -86,7 +87,9 @@ def run_eval(settings, model=None):
       max_examples=settings.eval.max_examples,
       ids_ignore_label=settings.dataset_info.ids_ignore_label)
   results = evaluation.evaluate(model, dataset, settings.model.num_classes, strategy=strategy,
-                                ignore_label=ignore_label, **_protocol(settings))
+                                ignore_label=ignore_label,
+                                jit_compile=use_jit_compile(settings.eval.jit_compile, strategy),
+                                **_protocol(settings))
   class_names = settings.dataset_info.class_names
   path = os.path.join(settings.train.model_dir, "eval_results.json")
   evaluation.write_results_json(results, class_names, path, extra=dict(
@@ -135,8 +138,12 @@ def run_export(settings, model=None):
 
 
 def run_benchmark(settings):
-  from hfgd_tf import benchmark
-  benchmark.run_benchmark(settings, steps=settings.benchmark_steps)
+  """Training and inference speed and peak memory against the SFPN baseline, as ratios."""
+  from benchmarks import model_speed
+  model_speed.run_benchmark(settings, steps=settings.benchmark_steps,
+                            rounds=settings.benchmark_rounds,
+                            batch_size=settings.benchmark_batch_size,
+                            memory=settings.benchmark_memory)
 
 
 def run_flops(settings):

@@ -10,6 +10,10 @@ What it reproduces from the original (reference §1.3, §7), on Keras 3:
   * synchronized BN when there is more than one replica, plain BN on one;
   * mixed precision float16 (dynamic loss scaling) or bfloat16, set before the model is built.
 
+The step from the batch on is compiled with XLA under --jit_compile (the iterator stays outside);
+--steps_per_loop=N runs N steps per call in a tf.range loop, ending early at any step that logs,
+saves, evaluates or writes images.
+
 Checkpoints (model, optimizer slots and iterations, step and, by default, the tf.data iterator)
 are written every `checkpoint_every` steps and restored automatically, so a killed run loses at
 most the steps since its last checkpoint and a resumed deterministic run ends with the same
@@ -35,7 +39,8 @@ from absl import logging
 from hfgd_tf import input_pipeline, summaries, visualize
 from hfgd_tf.checkpoints import latest_resume_point, model_state, optimizer_state
 from hfgd_tf.config import IGNORE_LABEL, FlagError
-from hfgd_tf.distribution import is_chief, resolve_mixed_precision, worker_dir
+from hfgd_tf.distribution import (is_chief, resolve_mixed_precision, use_jit_compile,
+                                  worker_dir)
 from hfgd_tf.modeling.backbones.weights import load_backbone_weights
 from hfgd_tf.modeling.losses import segmentation_losses
 from hfgd_tf.modeling.model import build_model
@@ -61,6 +66,28 @@ def set_precision(mixed_precision):
   """Global Keras dtype policy; must run before the model is built."""
   policy = {"none": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
   keras.mixed_precision.set_global_policy(policy[mixed_precision])
+
+
+def replica_step(model, optimizer, model_config, images, labels, num_replicas=1, l2=(),
+                 weight_decay=0.0):
+  """One training step on one replica's batch: forward, losses (+ weight_decay * sum(w^2) over
+  `l2`), gradients, update. Returns (loss, {term: value}), both divided by `num_replicas`.
+
+  Keras 2's aggregation: each replica's loss / replicas, gradients summed over replicas.
+  """
+  variables = model.trainable_variables
+  with tf.GradientTape() as tape:
+    outputs = model({"image": images, "label": labels}, training=True)
+    total, terms = segmentation_losses(outputs, labels, model_config)
+    if l2:
+      terms["l2"] = weight_decay * tf.add_n(
+          [tf.reduce_sum(tf.square(tf.cast(variable.value, tf.float32))) for variable in l2])
+      total += terms["l2"]
+    loss = total / num_replicas
+    scaled_loss = optimizer.scale_loss(loss)
+  gradients = tape.gradient(scaled_loss, variables)
+  optimizer.apply_gradients(zip(gradients, variables))
+  return loss, {name: value / num_replicas for name, value in terms.items()}
 
 
 class Trainer:
@@ -132,7 +159,13 @@ class Trainer:
     self.manager = tf.train.CheckpointManager(
         self.checkpoint, self._checkpoint_dir, max_to_keep=train.max_checkpoints_to_keep,
         step_counter=self.step)
+    # XLA compiles the step from the batch on (the iterator stays outside, as in Keras); TPU steps
+    # are compiled by the strategy itself.
+    jit_compile = use_jit_compile(train.jit_compile) and not isinstance(
+        strategy, tf.distribute.TPUStrategy)
+    self._compiled_step = tf.function(self._step_on_batch, jit_compile=jit_compile)
     self._train_step = tf.function(self._distributed_step)
+    self._train_loop = tf.function(self._distributed_loop)
     # Multi-worker and TPU jobs are preemptible: TF's handler saves a checkpoint through the
     # manager when the cluster is told to terminate, and the next run resumes from it.
     self._preemption = None
@@ -150,29 +183,38 @@ class Trainer:
         num_classes=self.model_config.num_classes, ids_ignore_label=self.ids_ignore_label)
 
   def _replica_step(self, images, labels):
-    variables = self.model.trainable_variables
-    with tf.GradientTape() as tape:
-      outputs = self.model({"image": images, "label": labels}, training=True)
-      total, terms = segmentation_losses(outputs, labels, self.model_config)
-      if self._l2:
-        terms["l2"] = self.train_config.weight_decay * tf.add_n(
-            [tf.reduce_sum(tf.square(tf.cast(variable.value, tf.float32)))
-             for variable in self._l2])
-        total += terms["l2"]
-      # Keras 2's aggregation: each replica's loss / replicas, gradients summed over replicas.
-      loss = total / self.num_replicas
-      scaled_loss = self.optimizer.scale_loss(loss)
-    gradients = tape.gradient(scaled_loss, variables)
-    self.optimizer.apply_gradients(zip(gradients, variables))
-    terms = {name: value / self.num_replicas for name, value in terms.items()}
-    return loss, terms
+    return replica_step(self.model, self.optimizer, self.model_config, images, labels,
+                        self.num_replicas, self._l2, self.train_config.weight_decay)
 
-  def _distributed_step(self, iterator):
-    images, labels = next(iterator)
+  def _step_on_batch(self, images, labels):
     loss, terms = self.strategy.run(self._replica_step, args=(images, labels))
     self.step.assign_add(1)
     reduce = lambda value: self.strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
     return reduce(loss), {name: reduce(value) for name, value in terms.items()}
+
+  def _distributed_step(self, iterator):
+    images, labels = next(iterator)
+    return self._compiled_step(images, labels)
+
+  def _distributed_loop(self, iterator, steps):
+    """`steps` (>= 1, a tensor: one trace for any count) training steps in one call, as TF Model
+    Garden loops on TPUs where host round-trips dominate; returns the losses summed over them."""
+    loss, terms = self._distributed_step(iterator)
+    for _ in tf.range(steps - 1):
+      step_loss, step_terms = self._distributed_step(iterator)
+      loss += step_loss
+      terms = {name: value + step_terms[name] for name, value in terms.items()}
+    return loss, terms
+
+  def _loop_length(self, done):
+    """Steps the next call runs after `done` steps: up to `steps_per_loop`, ending at the next step
+    that logs, saves, evaluates or writes images, so every cadence holds whatever its value."""
+    train = self.train_config
+    cadences = [train.log_every, train.checkpoint_every]
+    if self.validation is not None:
+      cadences += [train.image_summary_every] + ([train.eval_every] if train.eval_every else [])
+    return min([train.steps_per_loop, train.train_steps - done]
+               + [every - done % every for every in cadences])
 
   def save(self):
     path = self.manager.save(checkpoint_number=self.step)
@@ -193,21 +235,25 @@ class Trainer:
     results, first_loss, loss = {}, None, None
     window_start, window_steps = time.time(), 0
     with writer.as_default():
-      for step in range(start + 1, train.train_steps + 1):
-        if self._preemption is None:
-          loss, terms = self._train_step(self.iterator)
-        else:
-          loss, terms = self._preemption.run(self._train_step, self.iterator)
-        loss = float(loss)
-        terms = {name: float(value) for name, value in terms.items()}
+      step = start
+      while step < train.train_steps:
+        count = self._loop_length(step)
+        run, args = ((self._train_step, (self.iterator,)) if count == 1 else
+                     (self._train_loop, (self.iterator, tf.constant(count))))
+        loss, terms = run(*args) if self._preemption is None else self._preemption.run(run, *args)
+        step += count
+        # Loops log the mean over their steps.
+        loss = float(loss) / count
+        terms = {name: float(value) / count for name, value in terms.items()}
         if not math.isfinite(loss):
+          steps = f"step {step}" if count == 1 else f"steps {step - count + 1}..{step}"
           raise TrainingDivergedError(
-              f"loss is {loss} at step {step} (terms: "
+              f"loss is {loss} at {steps} (terms: "
               + ", ".join(f"{name}={value:.4g}" for name, value in terms.items())
               + f"); stopped without saving. Last good checkpoint: "
               f"{self.manager.latest_checkpoint or 'none'}. Lower --learning_rate or check data.")
         first_loss = loss if first_loss is None else first_loss
-        window_steps += 1
+        window_steps += count
         if step % train.log_every == 0 or step == train.train_steps:
           rate = window_steps / max(time.time() - window_start, 1e-9)
           self._log(step, loss, terms, rate)

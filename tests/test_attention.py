@@ -50,7 +50,8 @@ def test_axial_attention_matches_numpy_loops():
   expected = np.zeros_like(out)
   for n in range(2):
     for head in range(heads):
-      ch = slice(head * d, (head + 1) * d)
+      ch = slice(head * d, (head + 1) * d)  # the input splits head-major ...
+      out_ch = slice(head, channels, heads)  # ... the output interleaves: channel c * heads + head
       # Along height, per column w: x1[i, w] = sum_j softmax_j(q[i,w].k[j,w]/sqrt(d)) v[j, w].
       x1 = np.zeros((height, width, d))
       for w in range(width):
@@ -63,8 +64,44 @@ def test_axial_attention_matches_numpy_loops():
         for a in range(width):
           weights = _softmax(np.array([q[n, h, a, ch] @ k[n, h, b, ch]
                                        for b in range(width)]) / np.sqrt(d))
-          expected[n, h, a, ch] = sum(weights[b] * x1[h, b] for b in range(width))
+          expected[n, h, a, out_ch] = sum(weights[b] * x1[h, b] for b in range(width))
   np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
+
+
+def _original_axial_attention(query, key, value, heads):
+  """numpy port of iSeg's MultiHeadAxialAttentionLayer.compute_attention, reshape for reshape."""
+  n, h, w, c = value.shape
+  d = c // heads
+
+  def softmax(x):
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+  def split(x):
+    return x.reshape(n, h, w, heads, d)  # [N, H, W, heads, d]
+
+  v_map = split(query).transpose(0, 3, 2, 1, 4) @ split(key).transpose(0, 3, 2, 4, 1)
+  u_map = split(query).transpose(0, 3, 1, 2, 4) @ split(key).transpose(0, 3, 1, 4, 2)
+  v_map, u_map = softmax(v_map / np.sqrt(d)), softmax(u_map / np.sqrt(d))  # [N, heads, W, H, H]
+  x = v_map @ split(value).transpose(0, 3, 2, 1, 4)  # [N, heads, W, H, d]
+  x = u_map @ x.transpose(0, 1, 3, 2, 4)  # [N, heads, H, W, d]
+  return x.transpose(0, 2, 3, 4, 1).reshape(n, h, w, c)  # [N, H, W, d, heads] -> [N, H, W, C]
+
+
+def test_axial_attention_loads_original_weights_and_gives_its_outputs():
+  heads, channels = 4, 8
+  rng = np.random.RandomState(2)
+  x = rng.randn(2, 5, 7, channels).astype(np.float32)
+  layer = AxialAttention(num_heads=heads)
+  layer.build(x.shape)
+  weights = {}
+  for name, conv in (("q", layer.query_conv), ("k", layer.key_conv), ("v", layer.value_conv)):
+    weights[name] = (rng.randn(1, 1, channels, channels).astype(np.float32),
+                     rng.randn(channels).astype(np.float32))
+    conv.set_weights(list(weights[name]))
+  q, k, v = (x @ weights[name][0][0, 0] + weights[name][1] for name in "qkv")
+  np.testing.assert_allclose(layer(x).numpy(), _original_axial_attention(q, k, v, heads),
+                             rtol=1e-4, atol=1e-5)
 
 
 def test_axial_attention_rejects_channels_that_do_not_split_into_heads():

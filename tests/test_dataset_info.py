@@ -10,7 +10,7 @@ import pytest
 from absl import flags
 
 import datasets
-from datasets import dataset_info, records
+from datasets import records
 from hfgd_tf.flagfiles import expand_flagfiles
 from hfgd_tf.flags import define_all_flags, run_config_from_flags
 from hfgd_tf.config import FlagError

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -107,3 +108,26 @@ def test_export_refuses_to_clobber_without_overwrite(model, tmp_path):
   assert json.loads((target / export.INFO_FILE).read_text())["scales"] == [0.5, 1.0]
   assert (target / "saved_model.pb").exists()
   assert sorted(os.listdir(tmp_path)) == ["export"]  # no temporary or old directories left
+
+
+def test_export_folds_batch_norm_into_convolutions_with_the_same_logits(tmp_path):
+  model = build_model(ModelConfig(num_classes=NUM_CLASSES, backbone="resnet_test",
+                                  encoder_filters=32, decoder_filters=16))
+  rng = np.random.RandomState(3)
+  for variable in model.weights:  # BN statistics far from their identity initial values
+    if variable.name in ("gamma", "beta", "moving_mean", "moving_variance"):
+      variable.assign(rng.uniform(0.5, 1.5, variable.shape).astype(np.float32))
+  weights = [variable.numpy() for variable in model.weights]
+  module = export.SegmentationExport(model)
+  images = tf.constant(rng.randint(0, 256, (2, 29, 37, 3)).astype(np.uint8))
+  served = module.probabilities(images)["probabilities"].numpy()
+  expected = tf.nn.softmax(multi_scale_logits(lambda x: model(x, training=False),
+                                              normalize_image(images))).numpy()
+  np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-6)
+  # Every batch norm of this model follows a convolution: none is left in the serving graph.
+  graph = module.probabilities.get_concrete_function().graph
+  assert not [op for op in graph.get_operations() if op.type in ("Rsqrt", "FusedBatchNormV3")]
+  assert len(module.folded_biases) == sum(
+      isinstance(layer, keras.layers.BatchNormalization) for layer in model._flatten_layers())
+  for before, variable in zip(weights, model.weights):  # the model itself is left as it was
+    np.testing.assert_array_equal(variable.numpy(), before)

@@ -20,7 +20,7 @@ import tensorflow_datasets as tfds
 from absl import flags
 from PIL import Image
 
-from datasets import cityscapes, tfds_adapters, tfds_source
+from datasets import cityscapes, tfds_adapters
 from hfgd_tf import evaluation
 from hfgd_tf import input_pipeline as ip
 from hfgd_tf import train as train_lib

@@ -153,6 +153,23 @@ def test_schedule_is_poly_with_optional_warmup():
   assert float(warm(55)) == pytest.approx(0.01 * 0.5 ** 0.9, rel=1e-5)
 
 
+@pytest.mark.parametrize("schedule, expected", [
+    # step: lr, with W = 1500 of T = 30000 steps at lr 0.01 (docs/training.md).
+    ("decay_to_end", {0: 0.0, 750: 0.005, 1499: 0.01 * 1499 / 1500, 1500: 0.01,
+                      28499: 0.01 * (1501 / 28500) ** 0.9, 28500: 0.01 * (1500 / 28500) ** 0.9,
+                      29000: 4.9054e-4, 30000: 0.0}),
+    ("original", {0: 0.0, 750: 0.005, 1499: 0.01 * 1499 / 1500, 1500: 0.01,
+                  28499: 0.01 * (1501 / 28500) ** 0.9, 28500: 7.0652e-4, 29000: 7.0652e-4,
+                  30000: 7.0652e-4}),
+])
+def test_warmup_schedules_at_their_boundary_steps(schedule, expected):
+  config = TrainConfig(learning_rate=0.01, train_steps=30000, poly_power=0.9, warmup_steps=1500,
+                       warmup_schedule=schedule)
+  lr = optimization.learning_rate_schedule(config)
+  for step, value in expected.items():
+    assert float(lr(step)) == pytest.approx(value, rel=1e-4, abs=1e-12), step
+
+
 def test_layerwise_lr_decay_scales_backbone_updates(data_dir, tmp_path):
   config = _train_config(data_dir, tmp_path, optimizer="sgd", layerwise_lr_decay=0.5,
                          momentum=0.0, weight_decay=0.0)
