@@ -50,6 +50,7 @@ def test_mirrored_two_replicas_match_one_device(data_dir, tmp_path):
   np.testing.assert_allclose(results["loss"][1], results["loss"][0], rtol=1e-4)
   assert results["max_update_difference"][-1][0] < 1e-3, results
   assert results["max_weight_change"] > 1e-3  # training moved the weights
+  assert results["looped"][0] == 2 and np.isfinite(results["looped"][1])  # --steps_per_loop=2
 
 
 @pytest.mark.slow

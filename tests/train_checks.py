@@ -61,7 +61,12 @@ def mirrored(data_dir, work_dir):
     variable.assign(value)
   replicated_results = replicated.train()
   largest_update = max(float(np.abs(a - w).max()) for a, w in zip(_weights(single.model), initial))
+  # Two steps in one call: next() on the distributed iterator inside a tf.range loop.
+  looped = train_lib.Trainer(MODEL, _config(data_dir, os.path.join(work_dir, "looped"),
+                                            train_steps=2, steps_per_loop=2, log_every=2), strategy)
+  looped_results = looped.train()
   return {
+      "looped": [looped_results["step"], looped_results["last_loss"]],
       "replicas": strategy.num_replicas_in_sync,
       "sync_batch_norm": [replicated.model_config.sync_batch_norm,
                           single.model_config.sync_batch_norm],
