@@ -54,6 +54,7 @@ def test_loss_decreases_and_eval_gives_finite_miou(data_dir, tmp_path):
   validation = train_lib.PeriodicEval(os.path.join(data_dir, "val-*.tfrecord"), 7, 129, 129,
                                       batch_size=2)
   config = _train_config(data_dir, tmp_path, train_steps=16, log_every=1, eval_every=8,
+                         bn_recalibration_batches=2,
                          augment=AugmentConfig(crop_height=33, crop_width=33, min_scale=1.0,
                                                max_scale=1.0))
   trainer = _trainer(config, validation)
@@ -196,7 +197,8 @@ def test_demo_flagfile_trains_evaluates_predicts_exports_and_eval_mode_restores(
             "--builtin_num_train=16", "--builtin_num_val=4", f"--model_dir={tmp_path}/run",
             "--encoder_filters=16", "--cae_car_filters=16", "--decoder_filters=16"]
   result = _main(*common, "--train_steps=3", "--warmup_steps=1", "--crop_height=33",
-                 "--crop_width=33", "--batch_size=2", "--log_every=1", "--eval_batch_size=2")
+                 "--crop_width=33", "--batch_size=2", "--log_every=1", "--eval_batch_size=2",
+                 "--bn_recalibration_batches=2")
   assert result.returncode == 0, result.stderr[-3000:]
   run = tmp_path / "run"
   trained = json.loads((run / "eval_results.json").read_text())
