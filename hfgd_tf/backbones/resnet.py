@@ -42,6 +42,11 @@ CONFIGS = {
     # Tests only: narrow, two blocks per stage so every stage keeps its strided last block; the last
     # stage keeps three blocks so the multi-grid (1, 2, 4) applies unchanged.
     "resnet_test": ResNetConfig(blocks=(2, 2, 2, 3), widths=(8, 16, 32, 64), stem_widths=(8, 8, 16)),
+    # The built-in demo's backbone (experiments/builtin/demo.cfg): resnet_test's layout at twice
+    # the width (outputs 64/128/256/512 channels at OS 4/8/16/32), trainable from scratch on a CPU
+    # in minutes.
+    "resnet_tiny": ResNetConfig(blocks=(2, 2, 2, 3), widths=(16, 32, 64, 128),
+                                stem_widths=(16, 16, 32)),
 }
 
 
