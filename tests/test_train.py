@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
 from datasets.builtin import ensure_builtin_dataset
 from hfgd_tf import train as train_lib
@@ -205,6 +206,8 @@ def test_demo_flagfile_trains_evaluates_predicts_exports_and_eval_mode_restores(
   assert np.isfinite(trained["mean_iou"]) and trained["num_images"] == 4
   assert (run / "checkpoints" / "ckpt-3.index").exists()
   assert len(list((run / "predictions" / "colour").glob("*.png"))) == 4
+  with Image.open(run / "demo.png") as picture:  # 4 rows of input | ground truth | prediction
+    assert picture.size == (3 * 128 + 2 * 4, 4 * 128 + 3 * 4)
   assert (run / "export" / "saved_model.pb").exists()
 
   result = _main(*common, "--mode=eval", "--eval_batch_size=2")
