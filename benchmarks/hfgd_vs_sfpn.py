@@ -64,9 +64,9 @@ FLAGS = flags.FLAGS
 def _define_flags():
   """Command-line flags; defined only when run as a script, so importing this module (the tests)
   leaves absl's global flags alone."""
-  flags.DEFINE_integer("steps", 1000, "Training steps of every run.")
+  flags.DEFINE_integer("steps", 500, "Training steps of every run.")
   flags.DEFINE_integer("seeds", 3, "Seeds per model (runs use seeds 0..seeds-1).")
-  flags.DEFINE_integer("eval_every", 200, "Steps between evaluations; divides steps.")
+  flags.DEFINE_integer("eval_every", 100, "Steps between evaluations; divides steps.")
   flags.DEFINE_list("models", list(MODELS), f"Models to compare, among {list(MODELS)}.")
   flags.DEFINE_string("output_dir", os.path.join("runs", "hfgd_vs_sfpn"),
                       "Runs, results.json and learning_curves.png go here.")
