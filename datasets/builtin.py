@@ -1,9 +1,11 @@
 """A procedurally generated segmentation dataset, so a fresh machine can train with no download.
 
-Every 128x128 image has a textured background and several objects whose class is their *shape*
-(disc, square, triangle, ring, thin line or cross, small dots); each instance and each background
-gets random colours, so colour alone cannot separate the classes. Rings, lines and dots are the thin
-structures and small objects the paper says high-resolution decoding helps with.
+Every 128x128 image has a finely textured background and 3-6 objects whose class is their *shape*
+(disc, square, triangle, ring, thin line or cross, cluster of small dots); each instance and each
+background gets random colours, so colour alone cannot separate the classes. Objects never overlap
+(a cut disc would no longer be a disc) and stand out from the background's colour. Rings, lines and
+dots (2-4 px wide) are the thin structures and small objects the paper says high-resolution decoding
+helps with. docs/demo.md explains the design.
 
 Generation is a pure function of (seed, split, index), so the same seed gives byte-identical shards
 whatever the number of worker processes. The dataset goes through the same TFRecord writer and
