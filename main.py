@@ -69,7 +69,8 @@ def run_train(settings):
 def _model(settings, model):
   if model is not None:
     return model
-  from hfgd_tf.train import restore_model  # pylint: disable=import-outside-toplevel
+  from hfgd_tf.train import restore_model, set_precision  # pylint: disable=import-outside-toplevel
+  set_precision(settings.train.mixed_precision)  # compute as in training, e.g. the bf16 demo
   return restore_model(settings.model, settings.train.checkpoint_dir)
 
 

@@ -56,7 +56,7 @@ def test_loss_decreases_and_eval_gives_finite_miou(data_dir, tmp_path):
                                       batch_size=2)
   config = _train_config(data_dir, tmp_path, train_steps=16, log_every=1, eval_every=8,
                          bn_recalibration_batches=2,
-                         augment=AugmentConfig(crop_height=33, crop_width=33, min_scale=1.0,
+                         augment=AugmentConfig(crop_height=65, crop_width=65, min_scale=1.0,
                                                max_scale=1.0))
   trainer = _trainer(config, validation)
   losses = []
