@@ -164,15 +164,17 @@ def _dilate(mask, pixels):
   return mask
 
 
-def generate(seed, split, index):
+def generate(seed, split, index, num_objects=None):
   """Returns (image uint8 [S, S, 3], label uint8 [S, S]) for one example, S = IMAGE_SIZE.
 
-  3-6 objects of random classes, each placed where it keeps a gap to the others."""
+  3-6 objects (or `num_objects`) of random classes, each placed where it keeps a gap to the
+  others."""
   rng = np.random.default_rng([seed, _SPLIT_IDS[split], index])
   image, base = _background(rng)
   label = np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.uint8)
   taken = np.zeros((IMAGE_SIZE, IMAGE_SIZE), bool)
-  for class_id in rng.integers(1, len(CLASS_NAMES), rng.integers(3, 7)):
+  count = rng.integers(3, 7) if num_objects is None else num_objects
+  for class_id in rng.integers(1, len(CLASS_NAMES), count):
     for _ in range(_PLACEMENT_TRIES):
       mask = _SHAPES[int(class_id)](rng)
       if mask.any() and not (mask & taken).any():
