@@ -109,6 +109,7 @@ def test_trainer_recalibrates_before_its_last_checkpoint(data_dir, tmp_path):
                                 stem.moving_variance.numpy())
 
 
+@pytest.mark.slow
 def test_trainer_warns_about_stale_statistics(data_dir, tmp_path, caplog):
   with caplog.at_level(logging.WARNING):
     _train(data_dir, tmp_path)
