@@ -177,8 +177,10 @@ def learning_curve_image(results, width=640, height=400, margin=48):
     runs = [result for result in results if result.model == model]
     steps, curves = runs[0].steps, np.mean([run.miou for run in runs], axis=0)
     colour = COLOURS.get(model, (0, 0, 0))
-    draw.line([point(0, 0)] + [point(s, m) for s, m in zip(steps, curves)], fill=colour,
-              width=2)
+    points = [point(step, miou) for step, miou in zip(steps, curves)]
+    draw.line(points, fill=colour, width=2)
+    for x, y in points:  # the measured points
+      draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
     draw.text((right - 120, bottom - 20 - 14 * row), model, fill=colour)
   return np.asarray(canvas)
 
