@@ -1,9 +1,11 @@
 """A procedurally generated segmentation dataset, so a fresh machine can train with no download.
 
-Every 128x128 image has a textured background and several objects whose class is their *shape*
-(disc, square, triangle, ring, thin line or cross, small dots); each instance and each background
-gets random colours, so colour alone cannot separate the classes. Rings, lines and dots are the thin
-structures and small objects the paper says high-resolution decoding helps with.
+Every 128x128 image has a finely textured background and 3-6 objects whose class is their *shape*
+(disc, square, triangle, ring, thin line or cross, cluster of small dots); each instance and each
+background gets random colours, so colour alone cannot separate the classes. Objects never overlap
+(a cut disc would no longer be a disc) and stand out from the background's colour. Rings, lines and
+dots (2-4 px wide) are the thin structures and small objects the paper says high-resolution decoding
+helps with. docs/demo.md explains the design.
 
 Generation is a pure function of (seed, split, index), so the same seed gives byte-identical shards
 whatever the number of worker processes. The dataset goes through the same TFRecord writer and
@@ -20,9 +22,13 @@ from datasets import core, records
 
 IMAGE_SIZE = 128
 CLASS_NAMES = ("background", "disc", "square", "triangle", "ring", "line", "dot")
+# The thin structures and small objects (2-4 px wide): the classes high-resolution decoding is for.
+THIN_CLASSES = ("ring", "line", "dot")
 # Split ids keep train and val streams of random numbers apart for the same seed.
 _SPLIT_IDS = {"train": 0, "val": 1}
 GENERATOR_FILENAME = "builtin_generator.json"
+# Bumped whenever `generate` changes, so a copy made by an older generator is never reused.
+GENERATOR_VERSION = 2
 
 INFO = core.DatasetInfo(
     name="builtin",
@@ -38,17 +44,25 @@ INFO = core.DatasetInfo(
 
 # Pixel-centre coordinates shared by every shape rasteriser, each [S, S].
 _Y, _X = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE].astype(np.float32) + 0.5
+# Objects keep this many pixels between each other, so no shape is cut by another.
+_GAP = 3
+# Placement attempts per object before it is dropped (crowded images get fewer objects).
+_PLACEMENT_TRIES = 20
+
+
+def _centre(rng, margin):
+  return rng.uniform(margin, IMAGE_SIZE - margin, 2)
 
 
 def _disc(rng):
-  cy, cx = rng.uniform(12, IMAGE_SIZE - 12, 2)
-  radius = rng.uniform(8, 20)
+  cy, cx = _centre(rng, 18)
+  radius = rng.uniform(13, 24)
   return (_Y - cy) ** 2 + (_X - cx) ** 2 <= radius ** 2
 
 
 def _square(rng):
-  cy, cx = rng.uniform(12, IMAGE_SIZE - 12, 2)
-  half = rng.uniform(7, 17)
+  cy, cx = _centre(rng, 18)
+  half = rng.uniform(11, 19)
   angle = rng.uniform(0, math.pi / 2)
   u = (_X - cx) * math.cos(angle) + (_Y - cy) * math.sin(angle)
   v = -(_X - cx) * math.sin(angle) + (_Y - cy) * math.cos(angle)
@@ -56,10 +70,10 @@ def _square(rng):
 
 
 def _triangle(rng):
-  cy, cx = rng.uniform(14, IMAGE_SIZE - 14, 2)
-  radius = rng.uniform(10, 22)
+  cy, cx = _centre(rng, 20)
+  radius = rng.uniform(16, 26)
   angles = (rng.uniform(0, 2 * math.pi) + np.array([0, 2, 4]) * math.pi / 3
-            + rng.uniform(-0.3, 0.3, 3))
+            + rng.uniform(-0.25, 0.25, 3))
   ys, xs = cy + radius * np.sin(angles), cx + radius * np.cos(angles)
   # Inside a triangle: the three edge cross products share a sign.
   sides = [(xs[(i + 1) % 3] - xs[i]) * (_Y - ys[i]) - (ys[(i + 1) % 3] - ys[i]) * (_X - xs[i])
@@ -69,9 +83,9 @@ def _triangle(rng):
 
 
 def _ring(rng):
-  cy, cx = rng.uniform(12, IMAGE_SIZE - 12, 2)
-  outer = rng.uniform(9, 22)
-  thickness = rng.uniform(1.5, 4)
+  cy, cx = _centre(rng, 18)
+  outer = rng.uniform(14, 25)
+  thickness = rng.uniform(2.5, 4)
   distance = np.sqrt((_Y - cy) ** 2 + (_X - cx) ** 2)
   return (distance <= outer) & (distance >= outer - thickness)
 
@@ -86,58 +100,89 @@ def _segment(cy, cx, angle, length, width):
 
 def _line(rng):
   """A thin line, or with probability 1/2 a cross of two perpendicular thin lines."""
-  cy, cx = rng.uniform(20, IMAGE_SIZE - 20, 2)
+  cy, cx = _centre(rng, 28)
   angle = rng.uniform(0, math.pi)
-  width = rng.uniform(1.0, 2.5)
-  mask = _segment(cy, cx, angle, rng.uniform(30, 90), width)
+  width = rng.uniform(2.0, 3.0)
+  mask = _segment(cy, cx, angle, rng.uniform(50, 80), width)
   if rng.uniform() < 0.5:
-    mask |= _segment(cy, cx, angle + math.pi / 2, rng.uniform(20, 50), width)
+    mask |= _segment(cy, cx, angle + math.pi / 2, rng.uniform(30, 50), width)
   return mask
 
 
 def _dots(rng):
-  """A cluster of 1-4 small dots (radius 1.5-3 px)."""
-  cy, cx = rng.uniform(8, IMAGE_SIZE - 8, 2)
+  """A cluster of 3-6 small dots (radius 2.5-3.5 px)."""
+  cy, cx = _centre(rng, 16)
   mask = np.zeros((IMAGE_SIZE, IMAGE_SIZE), bool)
-  for _ in range(rng.integers(1, 5)):
-    oy, ox = rng.uniform(-10, 10, 2)
-    mask |= (_Y - cy - oy) ** 2 + (_X - cx - ox) ** 2 <= rng.uniform(1.5, 3) ** 2
+  for _ in range(rng.integers(3, 7)):
+    oy, ox = rng.uniform(-12, 12, 2)
+    mask |= (_Y - cy - oy) ** 2 + (_X - cx - ox) ** 2 <= rng.uniform(2.5, 3.5) ** 2
   return mask
 
 
-# Class id -> rasteriser; objects are drawn in class order so thin and small ones stay visible.
+# Class id -> rasteriser.
 _SHAPES = {1: _disc, 2: _square, 3: _triangle, 4: _ring, 5: _line, 6: _dots}
 
 
 def _background(rng):
-  """Two random colours blended by stripes, a checkerboard or smooth blobs; [S, S, 3] float."""
-  colours = rng.uniform(0, 255, (2, 3))
-  kind = rng.integers(3)
+  """A random base colour under a fine texture (stripes, checkerboard, blobs or grain) of low
+  amplitude; returns ([S, S, 3] float, the base colour [3])."""
+  base = rng.uniform(40, 215, 3)
+  other = np.clip(base + rng.uniform(-50, 50, 3), 0, 255)
+  kind = rng.integers(4)
   if kind == 0:
     angle = rng.uniform(0, math.pi)
-    period = rng.uniform(6, 24)
+    period = rng.uniform(4, 10)
     weight = 0.5 + 0.5 * np.sin(2 * math.pi * ((_X * math.cos(angle) + _Y * math.sin(angle))
                                                / period))
   elif kind == 1:
-    cell = rng.integers(6, 20)
+    cell = rng.integers(3, 7)
     weight = ((_X // cell + _Y // cell) % 2).astype(np.float32)
-  else:
-    frequencies = rng.uniform(0.04, 0.15, 2)
+  elif kind == 2:
+    frequencies = rng.uniform(0.05, 0.2, 2)
     phases = rng.uniform(0, 2 * math.pi, 2)
     weight = 0.5 + 0.5 * np.sin(_X * frequencies[0] + phases[0]) * np.sin(
         _Y * frequencies[1] + phases[1])
-  return colours[0] + weight[..., None] * (colours[1] - colours[0])
+  else:
+    weight = rng.uniform(0, 1, (IMAGE_SIZE, IMAGE_SIZE)).astype(np.float32)
+  return base + weight[..., None] * (other - base), base
 
 
-def generate(seed, split, index):
-  """Returns (image uint8 [128, 128, 3], label uint8 [128, 128]) for one example."""
+def _object_colour(rng, background):
+  """A random colour at least 90 (RGB distance) away from the background's base colour."""
+  while True:
+    colour = rng.uniform(0, 255, 3)
+    if np.linalg.norm(colour - background) >= 90:
+      return colour
+
+
+def _dilate(mask, pixels):
+  """Binary dilation by a (2*pixels+1)^2 square: rows, then columns (no SciPy)."""
+  for axis in (0, 1):
+    padded = np.pad(mask, [(pixels, pixels) if a == axis else (0, 0) for a in (0, 1)])
+    mask = np.logical_or.reduce([np.take(padded, range(shift, shift + IMAGE_SIZE), axis=axis)
+                                 for shift in range(2 * pixels + 1)])
+  return mask
+
+
+def generate(seed, split, index, num_objects=None):
+  """Returns (image uint8 [S, S, 3], label uint8 [S, S]) for one example, S = IMAGE_SIZE.
+
+  3-6 objects (or `num_objects`) of random classes, each placed where it keeps a gap to the
+  others."""
   rng = np.random.default_rng([seed, _SPLIT_IDS[split], index])
-  image = _background(rng)
+  image, base = _background(rng)
   label = np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.uint8)
-  classes = np.sort(rng.integers(1, len(CLASS_NAMES), rng.integers(3, 9)))
-  for class_id in classes:
-    mask = _SHAPES[int(class_id)](rng)
-    image[mask] = rng.uniform(0, 255, 3)
+  taken = np.zeros((IMAGE_SIZE, IMAGE_SIZE), bool)
+  count = rng.integers(3, 7) if num_objects is None else num_objects
+  for class_id in rng.integers(1, len(CLASS_NAMES), count):
+    for _ in range(_PLACEMENT_TRIES):
+      mask = _SHAPES[int(class_id)](rng)
+      if mask.any() and not (mask & taken).any():
+        break
+    else:
+      continue
+    taken |= _dilate(mask, _GAP)
+    image[mask] = _object_colour(rng, base)
     label[mask] = class_id
   image += rng.normal(0, 6, image.shape)
   return np.clip(np.round(image), 0, 255).astype(np.uint8), label
@@ -169,8 +214,9 @@ def ensure_builtin_dataset(output_dir, seed=0, num_train=1000, num_val=200, num_
   other settings is an error rather than silently reused. Returns `output_dir`.
   """
   from datasets import tfrecord  # pylint: disable=import-outside-toplevel  (imports TensorFlow)
-  generator = {"seed": seed, "num_train": num_train, "num_val": num_val}
-  info_path = os.path.join(output_dir, records.INFO_FILENAME)
+  generator = {"version": GENERATOR_VERSION, "seed": seed, "num_train": num_train,
+               "num_val": num_val}
+  info_path = records.info_path(output_dir)
   if os.path.exists(info_path):
     with open(info_path) as f:
       _check_same_generator(output_dir, json.load(f).get("generator"), generator)

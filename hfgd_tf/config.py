@@ -218,6 +218,7 @@ class TrainConfig:
   backbone_weights: Optional[str] = None
   allow_partial_weights: bool = False
   eval_every: int = 0
+  bn_recalibration_batches: int = 0
   eval_after_train: bool = True
 
 

@@ -199,6 +199,10 @@ def define_training_flags(flag_values=flags.FLAGS):
   define.bool("allow_partial_weights", False,
               "Skip (and list) backbone variables missing from --backbone_weights.")
   define.integer("eval_every", 0, "Steps between single-scale evaluations; 0: none.")
+  define.integer("bn_recalibration_batches", 0,
+                 "After training, recompute the batch-norm moving statistics as the average of "
+                 "this many training batches' statistics (for runs too short for --bn_momentum to "
+                 "forget its initial values); 0: keep them, and warn when they are stale.")
   define.bool("eval_after_train", True, "mode=train: evaluate once training ends.")
   define.bool("predict_after_train", False,
               "mode=train: write colourised predictions of the eval split at the end.")
@@ -367,7 +371,7 @@ def run_config_from_flags(flag_values=flags.FLAGS, mode="train"):
             "shuffle_buffer", "max_eval_examples", "poly_power", "builtin_num_train",
             "builtin_num_val", "flops_height", "flops_width", "steps_per_loop")
   for name in ("weight_decay", "adamw_weight_decay", "end_learning_rate", "warmup_steps",
-               "eval_every", "momentum"):
+               "eval_every", "momentum", "bn_recalibration_batches"):
     if flag_values[name].value < 0:
       _fail(name, f"must be >= 0, got {flag_values[name].value}")
   if train.warmup_steps >= train.train_steps:

@@ -252,7 +252,7 @@ def decode_mapped_example(image_bytes, label_bytes, filename, label_lut, origin,
 
 def split_source(dataset, data_dir, split):
   """What train_dataset/eval_dataset read for `split`: the adapter's examples of a prepared TFDS
-  dataset for `tfds:<name>[/<config>]`, else the converted shards `<data_dir>/<split>-*.tfrecord`."""
+  dataset for `tfds:<name>[/<config>]`, else the converted shards of `data_dir`."""
   from datasets import tfds_adapters  # pylint: disable=import-outside-toplevel
   if tfds_adapters.is_tfds_name(dataset):
     from datasets import tfds_source  # pylint: disable=import-outside-toplevel

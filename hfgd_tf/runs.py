@@ -38,6 +38,8 @@ def _model(settings, model):
   if model is not None:
     return model
   from hfgd_tf.checkpoints import restore_model
+  from hfgd_tf.train import set_precision
+  set_precision(settings.train.mixed_precision)  # compute as in training, e.g. the bf16 demo
   return restore_model(settings.model, settings.train.checkpoint_dir)
 
 
@@ -114,11 +116,36 @@ def _write_eval_images(settings, count=8):
   return folder
 
 
+def _write_comparison(settings, model, count=4):
+  """Writes <model_dir>/demo.png: input | ground truth | prediction for the first eval images."""
+  import numpy as np
+  import tensorflow as tf
+
+  from hfgd_tf import input_pipeline, visualize
+  batch = next(iter(input_pipeline.eval_dataset(_eval_source(settings), count,
+                                                settings.eval.eval_height,
+                                                settings.eval.eval_width)))
+  # The largest image's extent; smaller ones show their padding (ignore: black).
+  height, width = int(max(batch["height"])), int(max(batch["width"]))
+  predictions = tf.argmax(model(batch["image"], training=False), -1)
+  images = np.clip(np.round((batch["image"].numpy() + 1.0) * 127.5), 0, 255).astype(np.uint8)
+  path = os.path.join(settings.train.model_dir, "demo.png")
+  visualize.write_png(path, visualize.comparison_grid(
+      images[:, :height, :width], batch["label"].numpy()[:, :height, :width],
+      predictions.numpy()[:, :height, :width], settings.dataset_info.palette))
+  logging.info("Input | ground truth | prediction of %d eval images written to %s.",
+               len(images), path)
+
+
 def run_predict(settings, model=None):
-  """Colourised masks and overlays for a folder or glob of images (train: the eval split's)."""
+  """Colourised masks and overlays for a folder or glob of images (train: the eval split's, and
+  an input | ground truth | prediction picture of the first ones)."""
   from hfgd_tf.predict import predict_images
+  model = _model(settings, model)
+  if not settings.predict_input:
+    _write_comparison(settings, model)
   inputs = settings.predict_input or _write_eval_images(settings)
-  summary = predict_images(_model(settings, model), inputs, settings.predict_output_dir,
+  summary = predict_images(model, inputs, settings.predict_output_dir,
                            settings.dataset_info.palette, **_protocol(settings))
   logging.info("Predictions of %d images written to %s%s.", len(summary.processed),
                settings.predict_output_dir,

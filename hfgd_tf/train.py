@@ -36,7 +36,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from hfgd_tf import input_pipeline, summaries, visualize
+from hfgd_tf import bn_statistics, input_pipeline, summaries, visualize
 from hfgd_tf.checkpoints import latest_resume_point, model_state, optimizer_state
 from hfgd_tf.config import IGNORE_LABEL, FlagError
 from hfgd_tf.distribution import (is_chief, resolve_mixed_precision, use_jit_compile,
@@ -112,6 +112,8 @@ class Trainer:
     if train.batch_size % self.num_replicas:
       raise FlagError(f"--batch_size: {train.batch_size} does not split evenly over "
                        f"{self.num_replicas} replicas")
+    if train.bn_recalibration_batches and self.num_replicas > 1:
+      raise FlagError(f"--bn_recalibration_batches: needs one replica, not {self.num_replicas}")
     self.model_config = dataclasses.replace(model_config, sync_batch_norm=self.num_replicas > 1)
     self.palette = palette
     self.validation = validation
@@ -260,6 +262,10 @@ class Trainer:
           window_start, window_steps = time.time(), 0
         if step % train.image_summary_every == 0 and self.validation is not None:
           self._write_images(step)
+        if step == train.train_steps:  # before the last checkpoint, which keeps the statistics
+          bn_statistics.finish_training(
+              self.model, train.train_steps, train.bn_recalibration_batches,
+              lambda: self._dataset(None, train.seed + train.train_steps))
         if step % train.checkpoint_every == 0 or step == train.train_steps:
           self.save()
         if train.eval_every and step % train.eval_every == 0 and self.validation is not None:

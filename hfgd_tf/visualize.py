@@ -35,3 +35,21 @@ def write_png(path, array):
   so a reader never sees a half-written file."""
   with atomic_write(path, "wb") as f:
     Image.fromarray(np.asarray(array, np.uint8)).save(f, format="PNG")
+
+
+def comparison_grid(images, labels, predictions, palette, gap=4):
+  """One row per example: image | colourised ground truth | colourised prediction, white gaps.
+
+  images uint8 [N, H, W, 3]; labels and predictions [N, H, W] class maps (ignore -> black).
+  Returns uint8 [N*H + (N-1)*gap, 3*W + 2*gap, 3].
+  """
+  images = np.asarray(images, np.uint8)
+  count, height, width = images.shape[:3]
+  grid = np.full((count * height + (count - 1) * gap, 3 * width + 2 * gap, 3), 255, np.uint8)
+  for row in range(count):
+    tiles = (images[row], colorize(labels[row], palette), colorize(predictions[row], palette))
+    top = row * (height + gap)
+    for column, tile in enumerate(tiles):
+      left = column * (width + gap)
+      grid[top:top + height, left:left + width] = tile
+  return grid

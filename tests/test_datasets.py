@@ -89,3 +89,23 @@ def test_an_interrupted_builtin_dataset_resumes_only_with_the_same_settings(tmp_
     builtin.ensure_builtin_dataset(directory, seed=2, num_train=10, num_val=2)
   builtin.ensure_builtin_dataset(directory, seed=1, num_train=10, num_val=2)
   assert os.path.exists(os.path.join(directory, "dataset_info.json"))
+
+
+def test_builtin_objects_keep_apart_so_no_shape_is_cut_by_another():
+  for index in range(20):
+    _, label = builtin.generate(0, "val", index)
+    present = [c for c in range(1, builtin.INFO.num_classes) if (label == c).any()]
+    for a in present:
+      grown = builtin._dilate(label == a, 2)  # pylint: disable=protected-access
+      for b in present:
+        assert b == a or not (grown & (label == b)).any(), (index, a, b)
+
+
+def test_a_copy_from_an_older_generator_is_not_reused(tmp_path):
+  directory = builtin.ensure_builtin_dataset(str(tmp_path), seed=0, num_train=2, num_val=1)
+  info_path = tmp_path / "dataset_info.json"
+  info = json.loads(info_path.read_text())
+  info["generator"]["version"] = builtin.GENERATOR_VERSION - 1
+  info_path.write_text(json.dumps(info))
+  with pytest.raises(ValueError, match="generated with .*'version': 1"):
+    builtin.ensure_builtin_dataset(directory, seed=0, num_train=2, num_val=1)

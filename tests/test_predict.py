@@ -79,3 +79,16 @@ def test_colorize_and_overlay():
   image = np.full((2, 2, 3), 100, np.uint8)
   blended = visualize.overlay(image, colour, alpha=0.25)
   np.testing.assert_array_equal(blended[0, 1], [np.round(0.75 * 100 + 0.25 * 255), 75, 75])
+
+
+def test_comparison_grid_puts_image_truth_and_prediction_side_by_side():
+  images = np.stack([np.full((2, 3, 3), 7, np.uint8), np.full((2, 3, 3), 9, np.uint8)])
+  labels = np.array([np.zeros((2, 3)), np.ones((2, 3))], np.uint8)
+  predictions = np.array([np.full((2, 3), 3), np.full((2, 3), 255)], np.uint8)
+  grid = visualize.comparison_grid(images, labels, predictions, PALETTE, gap=1)
+  assert grid.shape == (2 * 2 + 1, 3 * 3 + 2, 3)
+  np.testing.assert_array_equal(grid[3:5, 0:3], images[1])  # row 2, image
+  np.testing.assert_array_equal(grid[3:5, 4:7], np.broadcast_to(PALETTE[1], (2, 3, 3)))  # truth
+  np.testing.assert_array_equal(grid[0:2, 8:11], np.broadcast_to(PALETTE[3], (2, 3, 3)))  # pred
+  np.testing.assert_array_equal(grid[3:5, 8:11], 0)  # ignore -> black
+  np.testing.assert_array_equal(grid[2], 255)  # white gap between rows

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
 from datasets.builtin import ensure_builtin_dataset
 from hfgd_tf import optimization
@@ -57,7 +58,8 @@ def test_loss_decreases_and_eval_gives_finite_miou(data_dir, tmp_path):
   validation = PeriodicEval(os.path.join(data_dir, "val-*.tfrecord"), 7, 129, 129,
                             batch_size=2)
   config = _train_config(data_dir, tmp_path, train_steps=16, log_every=1, eval_every=8,
-                         augment=AugmentConfig(crop_height=33, crop_width=33, min_scale=1.0,
+                         bn_recalibration_batches=2,
+                         augment=AugmentConfig(crop_height=65, crop_width=65, min_scale=1.0,
                                                max_scale=1.0))
   trainer = _trainer(config, validation)
   losses = []
@@ -216,13 +218,16 @@ def test_demo_flagfile_trains_evaluates_predicts_exports_and_eval_mode_restores(
             "--builtin_num_train=16", "--builtin_num_val=4", f"--model_dir={tmp_path}/run",
             "--encoder_filters=16", "--cae_car_filters=16", "--decoder_filters=16"]
   result = _main(*common, "--train_steps=3", "--warmup_steps=1", "--crop_height=33",
-                 "--crop_width=33", "--batch_size=2", "--log_every=1", "--eval_batch_size=2")
+                 "--crop_width=33", "--batch_size=2", "--log_every=1", "--eval_batch_size=2",
+                 "--bn_recalibration_batches=2")
   assert result.returncode == 0, result.stderr[-3000:]
   run = tmp_path / "run"
   trained = json.loads((run / "eval_results.json").read_text())
   assert np.isfinite(trained["mean_iou"]) and trained["num_images"] == 4
   assert (run / "checkpoints" / "ckpt-3.index").exists()
   assert len(list((run / "predictions" / "colour").glob("*.png"))) == 4
+  with Image.open(run / "demo.png") as picture:  # 4 rows of input | ground truth | prediction
+    assert picture.size == (3 * 128 + 2 * 4, 4 * 128 + 3 * 4)
   assert (run / "export" / "saved_model.pb").exists()
 
   result = _main(*common, "--mode=eval", "--eval_batch_size=2")

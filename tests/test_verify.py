@@ -27,7 +27,8 @@ def _folder(tmp_path):
 
 
 def _shard(folder, split, index):
-  return sorted(tf.io.gfile.glob(os.path.join(folder, records.finished_shard_pattern(split))))[index]
+  pattern = os.path.join(folder, records.finished_shard_pattern(split))
+  return sorted(tf.io.gfile.glob(pattern))[index]
 
 
 def test_a_healthy_folder_has_no_problem(folder):

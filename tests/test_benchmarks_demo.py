@@ -1,0 +1,88 @@
+"""The demo's benchmarks: HFGD vs SFPN (table, learning-curve picture, the --quick chain) and the
+backbone pretraining whose weights --backbone_weights loads."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from benchmarks import hfgd_vs_sfpn, pretrain_backbone
+from datasets import builtin
+from hfgd_tf.modeling.backbones import build_backbone
+from hfgd_tf.modeling.backbones.weights import load_backbone_weights
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLASS_NAMES = list(builtin.CLASS_NAMES)
+
+
+def _result(model, seed, final, class_iou):
+  return hfgd_vs_sfpn.RunResult(model, seed, [10, 20], [final / 2, final], class_iou, 1.0)
+
+
+def test_table_gives_mean_and_std_over_seeds_and_thin_classes_apart():
+  solid, thin = [1.0, 0.8, 0.8, 0.8, 0.2, 0.2, 0.2], [1.0, 0.6, 0.6, 0.6, 0.4, 0.4, 0.4]
+  results = [_result("sfpn", 0, 0.5, solid), _result("sfpn", 1, 0.7, thin),
+             _result("hfgd_os4", 0, 0.9, thin)]
+  table = hfgd_vs_sfpn.summary_table(results, CLASS_NAMES, builtin.THIN_CLASSES).splitlines()
+  assert table[0].split()[:5] == ["model", "seeds", "mIoU", "solid", "thin"]
+  sfpn = table[1].split()
+  # mIoU 0.5 and 0.7; solid classes 0.8 and 0.6; thin 0.2 and 0.4.
+  assert sfpn[:11] == ["sfpn", "2", "0.600", "+-", "0.100", "0.700", "+-", "0.100", "0.300",
+                       "+-", "0.100"]
+  assert table[2].split()[:3] == ["hfgd_os4", "1", "0.900"]
+
+
+def test_learning_curves_draw_one_line_per_model_where_its_miou_is():
+  results = [hfgd_vs_sfpn.RunResult("sfpn", 0, [50, 100], [0.1, 0.1], [0.0] * 7, 1.0),
+             hfgd_vs_sfpn.RunResult("hfgd_os4", 0, [50, 100], [0.5, 0.9], [0.0] * 7, 1.0)]
+  image = hfgd_vs_sfpn.learning_curve_image(results, width=400, height=300, margin=40)
+  assert image.shape == (300, 400, 3) and image.dtype == np.uint8
+
+  def rows_with(colour, column):
+    return np.flatnonzero((image[:, column] == colour).all(-1))
+
+  # At the last step (right edge of the plot) the HFGD line sits at 0.9, the SFPN line at 0.1.
+  top, bottom, right = 20, 260, 380
+  hfgd_rows = rows_with(hfgd_vs_sfpn.COLOURS["hfgd_os4"], right - 2)
+  sfpn_rows = rows_with(hfgd_vs_sfpn.COLOURS["sfpn"], right - 2)
+  assert abs(hfgd_rows.mean() - (bottom - 0.9 * (bottom - top))) < 3
+  assert abs(sfpn_rows.mean() - (bottom - 0.1 * (bottom - top))) < 3
+
+
+def test_shape_examples_hold_one_object_named_by_its_class():
+  images, classes = pretrain_backbone.shape_examples(seed=1, count=12)
+  assert images.shape == (12, builtin.IMAGE_SIZE, builtin.IMAGE_SIZE, 3)
+  for index, class_index in enumerate(classes):
+    _, label = builtin.generate(1, "train", index, num_objects=1)
+    assert set(np.unique(label)) == {0, class_index + 1}
+
+
+@pytest.mark.slow
+def test_pretrained_backbone_loads_through_backbone_weights(tmp_path):
+  backbone = pretrain_backbone.pretrain("resnet_test", steps=2, num_images=4, batch_size=2)
+  path = str(tmp_path / "backbone.weights.h5")
+  backbone.save_weights(path)
+  fresh = build_backbone("resnet_test")
+  load_backbone_weights(fresh, path)
+  for saved, loaded in zip(backbone.weights, fresh.weights):
+    np.testing.assert_array_equal(saved.numpy(), loaded.numpy())
+
+
+@pytest.mark.slow
+def test_quick_comparison_writes_table_results_and_curves(tmp_path):
+  env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
+  result = subprocess.run(
+      [sys.executable, "-m", "benchmarks.hfgd_vs_sfpn", "--quick",
+       f"--output_dir={tmp_path}/out", f"--data_dir={tmp_path}/data"],
+      capture_output=True, text=True, env=env, timeout=600, check=False, cwd=ROOT)
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = {line.split()[0]: line for line in result.stdout.splitlines() if "+-" in line}
+  assert set(rows) == {"sfpn", "hfgd_os4", "hfgd_os2"}
+  saved = json.loads((tmp_path / "out" / "results.json").read_text())
+  assert len(saved["runs"]) == 6 and all(run["steps"] == [2, 4] for run in saved["runs"])
+  with Image.open(tmp_path / "out" / "learning_curves.png") as picture:
+    assert picture.size == (640, 400)
