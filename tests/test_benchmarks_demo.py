@@ -80,7 +80,8 @@ def test_quick_comparison_writes_table_results_and_curves(tmp_path):
        f"--output_dir={tmp_path}/out", f"--data_dir={tmp_path}/data"],
       capture_output=True, text=True, env=env, timeout=600, check=False, cwd=ROOT)
   assert result.returncode == 0, result.stderr[-3000:]
-  rows = {line.split()[0]: line for line in result.stdout.splitlines() if "+-" in line}
+  table = result.stdout.split("over seeds):\n", 1)[1].splitlines()
+  rows = {line.split()[0]: line for line in table if "+-" in line}
   assert set(rows) == {"sfpn", "hfgd_os4", "hfgd_os2"}
   saved = json.loads((tmp_path / "out" / "results.json").read_text())
   assert len(saved["runs"]) == 6 and all(run["steps"] == [2, 4] for run in saved["runs"])
