@@ -384,6 +384,9 @@ def run_config_from_flags(flag_values=flags.FLAGS, mode="train"):
   if not 0 < augment.min_scale <= augment.max_scale:
     _fail("min_scale", f"need 0 < min_scale <= max_scale, got {augment.min_scale} and "
           f"{augment.max_scale}")
+  if train.deterministic and train.jit_compile == "on":
+    _fail("jit_compile", "on cannot be deterministic (XLA has no deterministic max-pool gradient); "
+          "use --jit_compile=auto or off with --deterministic")
   if train.distribution == "tpu" and train.tpu is None:
     _fail("tpu", "distribution=tpu needs --tpu (a TPU name or address, '' for a local TPU)")
   if train.tpu is not None and train.distribution != "tpu":

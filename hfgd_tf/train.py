@@ -163,7 +163,9 @@ class Trainer:
         step_counter=self.step)
     # XLA compiles the step from the batch on (the iterator stays outside, as in Keras); TPU steps
     # are compiled by the strategy itself.
-    jit_compile = use_jit_compile(train.jit_compile) and not isinstance(
+    # XLA has no deterministic max-pool gradient, so --deterministic keeps auto's XLA off (and
+    # the flags refuse --jit_compile=on with it).
+    jit_compile = use_jit_compile(train.jit_compile) and not train.deterministic and not isinstance(
         strategy, tf.distribute.TPUStrategy)
     self._compiled_step = tf.function(self._step_on_batch, jit_compile=jit_compile)
     self._train_step = tf.function(self._distributed_step)

@@ -74,6 +74,7 @@ def test_dataset_gives_classes_and_sizes():
     (["--distribution=tpu"], "--tpu: distribution=tpu needs --tpu"),
     (["--backbone_weights=/nonexistent.h5"], "--backbone_weights: /nonexistent.h5 does not exist"),
     (["--hfgm=true", "--decoder=none"], "hfgm=True needs an upsampling decoder"),
+    (["--deterministic", "--jit_compile=on"], "--jit_compile: on cannot be deterministic"),
 ])
 def test_inconsistent_values_name_the_flag(arguments, message):
   with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("*", r"\*")):
