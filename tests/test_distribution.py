@@ -49,7 +49,7 @@ def test_mirrored_two_replicas_match_one_device(data_dir, tmp_path):
   np.testing.assert_allclose(results["first_loss"][1], results["first_loss"][0], rtol=2e-6)
   np.testing.assert_allclose(results["loss"][1], results["loss"][0], rtol=1e-4)
   # Round-off of the all-reduced statistics: 3.3e-3 at most (a decoder kernel of the OS=32
-  # branch) on the v2 built-in data, while a missing / num_replicas or unsynchronized BN is > 1e-1.
+  # branch) on the v2 built-in data; a missing / num_replicas would be a difference of 1.0.
   assert results["max_update_difference"][-1][0] < 1e-2, results
   assert results["max_weight_change"] > 1e-3  # training moved the weights
   assert results["looped"][0] == 2 and np.isfinite(results["looped"][1])  # --steps_per_loop=2
