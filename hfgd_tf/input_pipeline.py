@@ -107,12 +107,17 @@ def decode_example(serialized, ids_ignore_label=IGNORE_LABEL):
   return {"image": image, "label": label, "filename": features[records.FILENAME_KEY]}
 
 
-def _list_files(file_patterns: Union[str, Sequence[str]]):
+def _matching_files(file_patterns: Union[str, Sequence[str]]):
+  """Sorted finished shards matching the patterns (never a shard still being written)."""
   patterns = [file_patterns] if isinstance(file_patterns, (str, bytes)) else list(file_patterns)
-  files = sorted({path for pattern in patterns for path in tf.io.gfile.glob(pattern)
-                  if not path.endswith(records.INCOMPLETE_SUFFIX)})
+  return sorted({path for pattern in patterns for path in tf.io.gfile.glob(pattern)
+                 if not path.endswith(records.INCOMPLETE_SUFFIX)})
+
+
+def _list_files(file_patterns: Union[str, Sequence[str]]):
+  files = _matching_files(file_patterns)
   if not files:
-    raise ValueError(f"no TFRecord files match {patterns}")
+    raise ValueError(f"no TFRecord files match {file_patterns}")
   return files
 
 
@@ -463,8 +468,7 @@ def locate_unreadable_record(file_patterns, ids_ignore_label=IGNORE_LABEL):
   A first pass only reads (a truncated or corrupt file fails its length or CRC check: I/O speed);
   only if every record reads does a second pass decode them all.
   """
-  files = sorted({path for pattern in file_patterns for path in tf.io.gfile.glob(pattern)
-                  if not path.endswith(records.INCOMPLETE_SUFFIX)})
+  files = _matching_files(file_patterns)
   for decode in (False, True):
     for path in files:
       try:
