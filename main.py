@@ -1,9 +1,10 @@
 """hfgd-tf entry point: python main.py --flagfile=experiments/<dataset>/<experiment>.cfg --mode=...
 
 Modes: train (then optionally evaluate, predict and export), eval, predict, export, benchmark and
-flops. With no arguments at all it runs the built-in demo (experiments/builtin/demo.cfg): generate
-the built-in dataset, train a small HFGD for a few minutes on a CPU, evaluate, write colourised
-predictions and export a SavedModel.
+flops, and pretrain (the backbone only, on built-in shapes). With no arguments at all it runs the
+built-in demo (experiments/builtin/demo.cfg): generate the built-in dataset, pretrain a small
+backbone and train HFGD from it in about 5 minutes on a CPU, evaluate, write colourised predictions
+and export a SavedModel.
 """
 
 import os

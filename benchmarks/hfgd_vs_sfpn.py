@@ -1,11 +1,14 @@
 r"""HFGD against its SemanticFPN baseline on the built-in dataset: the paper's claim in miniature.
 
-  python3 -m benchmarks.hfgd_vs_sfpn                 # default budget, ~30 min on 2 CPU cores
-  python3 -m benchmarks.hfgd_vs_sfpn --backbone_weights=runs/pretrain/backbone.weights.h5
-  python3 -m benchmarks.hfgd_vs_sfpn --quick         # toy size, seconds per run (the test)
+  python3 -m benchmarks.hfgd_vs_sfpn                    # default budget, ~30 min on 2 CPU cores
+  python3 -m benchmarks.hfgd_vs_sfpn --pretrain_steps=0  # every backbone from scratch
+  python3 -m benchmarks.hfgd_vs_sfpn --quick            # toy size, seconds per run (the test)
 
-Trains three models with the demo's recipe (experiments/builtin/demo.cfg: backbone, widths,
-optimizer, augmentation), the same number of steps and the same seeds:
+Like the demo (experiments/builtin/demo.cfg), the backbone is first pretrained on built-in shape
+classification (hfgd_tf/pretrain.py, --pretrain_steps as the demo's), once: every model and seed
+starts from the same weights, as the paper's models start from ImageNet. Then it trains three
+models with the demo's recipe (backbone, widths, optimizer, augmentation), the same number of
+steps and the same seeds:
   sfpn      the paper's baseline layout: backbone -> SemanticFPN (1x1 laterals) -> classifier,
             trained end to end (no encoder, no HFGM);
   hfgd_os4  backbone -> CAE -> U-SFPN OS=4 -> HFGM (stop-gradients, axial attention, class kernels);
@@ -33,8 +36,9 @@ tf = import_tensorflow_quietly()
 import keras
 
 from datasets import builtin, records
-from hfgd_tf import evaluation, input_pipeline, visualize
+from hfgd_tf import evaluation, input_pipeline, pretrain, visualize
 from hfgd_tf import train as train_lib
+from hfgd_tf.distribution import resolve_mixed_precision
 from hfgd_tf.flagfiles import expand_flagfiles
 from hfgd_tf.flags import define_all_flags, run_config_from_flags
 
@@ -72,9 +76,12 @@ def _define_flags():
                       "Runs, results.json and learning_curves.png go here.")
   flags.DEFINE_string("data_dir", os.path.join("runs", "builtin-data"),
                       "The built-in dataset (generated when missing).")
+  flags.DEFINE_integer(
+      "pretrain_steps", None, "Backbone pretraining steps (hfgd_tf/pretrain.py), shared by every "
+      "run; 0: from scratch. Default: the demo's (0 with --quick).")
   flags.DEFINE_string(
-      "backbone_weights", None, "Backbone weights every model starts from, e.g. from "
-      "`python3 -m benchmarks.pretrain_backbone`; default: from scratch.")
+      "backbone_weights", None, "Backbone weights every model starts from instead of "
+      "pretraining (e.g. from `python3 main.py --mode=pretrain`).")
   flags.DEFINE_bool(
       "quick", False, "Toy size (resnet_tiny, 33x33 crops, 16 images; --steps/--eval_every/--seeds "
       "default to 4/2/2): checks the chain, measures nothing.")
@@ -185,6 +192,14 @@ def learning_curve_image(results, width=640, height=400, margin=48):
   return np.asarray(canvas)
 
 
+def _pretrained_backbone(settings):
+  """Pretrains the comparison's backbone once (reused when already there); returns its path."""
+  train_lib.set_precision(resolve_mixed_precision(settings.train.mixed_precision, None))
+  return pretrain.ensure_pretrained_backbone(
+      pretrain.weights_path(settings.train.model_dir, settings.model.backbone),
+      settings.model.backbone, settings.train.pretrain_steps)
+
+
 def run_comparison(settings, model_names, seeds, output_dir):
   """Every model x seed; returns the RunResults in that order."""
   results = []
@@ -216,8 +231,19 @@ def main(argv):
   overrides = [*_RECIPE, *(_QUICK if quick else ()), f"--train_steps={steps}",
                f"--eval_every={eval_every}", f"--data_dir={FLAGS.data_dir}",
                f"--model_dir={FLAGS.output_dir}"]
-  if FLAGS.backbone_weights:
-    overrides.append(f"--backbone_weights={FLAGS.backbone_weights}")
+  pretrain_steps = FLAGS.pretrain_steps
+  if pretrain_steps is None:
+    pretrain_steps = 0 if quick else demo_settings().train.pretrain_steps
+  backbone_weights = FLAGS.backbone_weights
+  if backbone_weights and pretrain_steps and FLAGS["pretrain_steps"].present:
+    raise app.UsageError("--backbone_weights and --pretrain_steps both give the backbone's "
+                         "weights; set one of the two")
+  if not backbone_weights and pretrain_steps:
+    backbone_weights = _pretrained_backbone(
+        demo_settings(*overrides, f"--pretrain_steps={pretrain_steps}"))
+  overrides.append("--pretrain_steps=0")
+  if backbone_weights:
+    overrides.append(f"--backbone_weights={backbone_weights}")
   settings = demo_settings(*overrides)
   results = run_comparison(settings, FLAGS.models, seeds, FLAGS.output_dir)
 
@@ -226,7 +252,7 @@ def main(argv):
   os.makedirs(FLAGS.output_dir, exist_ok=True)
   with open(os.path.join(FLAGS.output_dir, "results.json"), "w") as f:
     json.dump(dict(steps=steps, eval_every=eval_every, seeds=seeds,
-                   backbone_weights=FLAGS.backbone_weights, class_names=list(info.class_names),
+                   backbone_weights=backbone_weights, class_names=list(info.class_names),
                    runs=[dataclasses.asdict(result) for result in results]), f, indent=1)
   curve_path = os.path.join(FLAGS.output_dir, "learning_curves.png")
   visualize.write_png(curve_path, learning_curve_image(results))

@@ -217,6 +217,7 @@ class TrainConfig:
   deterministic: bool = False
   backbone_weights: Optional[str] = None
   allow_partial_weights: bool = False
+  pretrain_steps: int = 0
   eval_every: int = 0
   bn_recalibration_batches: int = 0
   eval_after_train: bool = True

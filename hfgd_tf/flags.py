@@ -87,7 +87,7 @@ def model_config_from_flags(flag_values=flags.FLAGS):
 # Data, training, evaluation and output flags. Each group is one function so a tool that needs only
 # some of them (e.g. a converter) defines only those.
 
-MODES = ("train", "eval", "predict", "export", "benchmark", "flops")
+MODES = ("train", "pretrain", "eval", "predict", "export", "benchmark", "flops")
 OPTIMIZERS = ("sgd", "adamw")
 MIXED_PRECISION = ("auto", "none", "float16", "bfloat16")
 DISTRIBUTIONS = ("one_device", "mirrored", "multi_worker", "tpu")
@@ -198,6 +198,11 @@ def define_training_flags(flag_values=flags.FLAGS):
                 "Pretrained backbone weights (.h5, .weights.h5, .safetensors, .pth).")
   define.bool("allow_partial_weights", False,
               "Skip (and list) backbone variables missing from --backbone_weights.")
+  define.integer("pretrain_steps", 0,
+                 "Steps of backbone pretraining on built-in shape classification (hfgd_tf/"
+                 "pretrain.py, the paper's ImageNet stage in miniature), written to "
+                 "<model_dir>/pretrain/<backbone>.weights.h5; mode=train then starts from them "
+                 "(a resumed run skips it); 0: none.")
   define.integer("eval_every", 0, "Steps between single-scale evaluations; 0: none.")
   define.integer("bn_recalibration_batches", 0,
                  "After training, recompute the batch-norm moving statistics as the average of "
@@ -397,6 +402,16 @@ def run_config_from_flags(flag_values=flags.FLAGS, mode="train"):
           "task of this worker)")
   if train.backbone_weights is not None and not os.path.isfile(train.backbone_weights):
     _fail("backbone_weights", f"{train.backbone_weights} does not exist")
+  if train.pretrain_steps < 0:
+    _fail("pretrain_steps", f"must be >= 0, got {train.pretrain_steps}")
+  if train.pretrain_steps and train.backbone_weights is not None:
+    _fail("pretrain_steps", "pretraining writes the backbone's weights, but "
+          f"--backbone_weights={train.backbone_weights} gives them too; set one of the two")
+  if train.pretrain_steps and mode == "train" and train.distribution in ("multi_worker", "tpu"):
+    _fail("pretrain_steps", f"pretraining runs on one machine, not with distribution="
+          f"{train.distribution}: run --mode=pretrain first, then train with --backbone_weights")
+  if mode == "pretrain" and not train.pretrain_steps:
+    _fail("pretrain_steps", "mode=pretrain needs --pretrain_steps > 0")
 
   evaluation = EvalConfig(
       scales=_parse_scales(flag_values.scales), flip=flag_values.flip,

@@ -1,9 +1,11 @@
 """What each --mode does, given the resolved RunSettings (hfgd_tf/config.py) and nothing else.
 
-train (then optionally evaluate, predict and export), eval, predict, export, benchmark and flops.
+train (then optionally evaluate, predict and export), pretrain (the backbone only), eval,
+predict, export, benchmark and flops.
 Heavy modules are imported by the mode that needs them, so a flag error never waits for them.
 """
 
+import dataclasses
 import os
 
 from absl import logging
@@ -43,14 +45,41 @@ def _model(settings, model):
   return restore_model(settings.model, settings.train.checkpoint_dir)
 
 
+def _pretrain(settings, strategy=None):
+  """Pretrains the backbone (hfgd_tf/pretrain.py) in the run's precision; returns the weights."""
+  from hfgd_tf import pretrain
+  from hfgd_tf.distribution import resolve_mixed_precision
+  from hfgd_tf.train import set_precision
+  set_precision(resolve_mixed_precision(settings.train.mixed_precision, strategy))
+  return pretrain.ensure_pretrained_backbone(
+      pretrain.weights_path(settings.train.model_dir, settings.model.backbone),
+      settings.model.backbone, settings.train.pretrain_steps)
+
+
+def run_pretrain(settings):
+  """Only the backbone pretraining of --pretrain_steps: writes the weights and says where."""
+  path = _pretrain(settings)
+  logging.info("Start from them with --backbone_weights=%s (or --mode=train with the same "
+               "--pretrain_steps and --model_dir).", path)
+  return {"backbone_weights": path}
+
+
 def run_train(settings):
-  """Trains (resuming from the run's checkpoints), then evaluates/predicts/exports as asked."""
+  """Trains (resuming from the run's checkpoints), then evaluates/predicts/exports as asked.
+  With --pretrain_steps, a run that starts from scratch first pretrains its backbone."""
   from hfgd_tf import train
+  from hfgd_tf.checkpoints import latest_resume_point
   from hfgd_tf.distribution import create_strategy, use_jit_compile
   from hfgd_tf.evaluation import PeriodicEval
   _prepare_data(settings)
   train.set_seeds(settings.train.seed, settings.train.deterministic)
   strategy = create_strategy(settings.train.distribution, settings.train.tpu)
+  resuming = latest_resume_point(settings.train.checkpoint_dir)[0] is not None
+  if settings.train.pretrain_steps and not resuming:
+    settings = dataclasses.replace(settings, train=dataclasses.replace(
+        settings.train, backbone_weights=_pretrain(settings, strategy)))
+    # Pretraining seeds itself (its weights do not depend on --seed); the model does.
+    train.set_seeds(settings.train.seed, settings.train.deterministic)
   ids_ignore_label = settings.dataset_info.ids_ignore_label
   validation = PeriodicEval(_eval_source(settings), settings.model.num_classes,
                             settings.eval.eval_height, settings.eval.eval_width,
@@ -190,8 +219,8 @@ def run_flops(settings):
   logging.info("\n%s", format_complexity(report, title))
 
 
-RUNNERS = {"train": run_train, "eval": run_eval, "predict": run_predict, "export": run_export,
-           "benchmark": run_benchmark, "flops": run_flops}
+RUNNERS = {"train": run_train, "pretrain": run_pretrain, "eval": run_eval, "predict": run_predict,
+           "export": run_export, "benchmark": run_benchmark, "flops": run_flops}
 
 
 def _naming_unreadable_records(settings):

@@ -1,5 +1,5 @@
-"""The demo's benchmarks: HFGD vs SFPN (table, learning-curve picture, the --quick chain) and the
-backbone pretraining whose weights --backbone_weights loads."""
+"""The demo's benchmark: HFGD vs SFPN (table, learning-curve picture, the --quick chain); the
+backbone pretraining it starts from is tested in test_pretrain.py."""
 
 import json
 import os
@@ -10,10 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks import hfgd_vs_sfpn, pretrain_backbone
+from benchmarks import hfgd_vs_sfpn
 from datasets import builtin
-from hfgd_tf.modeling.backbones import build_backbone
-from hfgd_tf.modeling.backbones.weights import load_backbone_weights
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASS_NAMES = list(builtin.CLASS_NAMES)
@@ -51,25 +49,6 @@ def test_learning_curves_draw_one_line_per_model_where_its_miou_is():
   sfpn_rows = rows_with(hfgd_vs_sfpn.COLOURS["sfpn"], right - 2)
   assert abs(hfgd_rows.mean() - (bottom - 0.9 * (bottom - top))) < 3
   assert abs(sfpn_rows.mean() - (bottom - 0.1 * (bottom - top))) < 3
-
-
-def test_shape_examples_hold_one_object_named_by_its_class():
-  images, classes = pretrain_backbone.shape_examples(seed=1, count=12)
-  assert images.shape == (12, builtin.IMAGE_SIZE, builtin.IMAGE_SIZE, 3)
-  for index, class_index in enumerate(classes):
-    _, label = builtin.generate(1, "train", index, num_objects=1)
-    assert set(np.unique(label)) == {0, class_index + 1}
-
-
-@pytest.mark.slow
-def test_pretrained_backbone_loads_through_backbone_weights(tmp_path):
-  backbone = pretrain_backbone.pretrain("resnet_test", steps=2, num_images=4, batch_size=2)
-  path = str(tmp_path / "backbone.weights.h5")
-  backbone.save_weights(path)
-  fresh = build_backbone("resnet_test")
-  load_backbone_weights(fresh, path)
-  for saved, loaded in zip(backbone.weights, fresh.weights):
-    np.testing.assert_array_equal(saved.numpy(), loaded.numpy())
 
 
 @pytest.mark.slow

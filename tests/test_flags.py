@@ -75,6 +75,12 @@ def test_dataset_gives_classes_and_sizes():
     (["--backbone_weights=/nonexistent.h5"], "--backbone_weights: /nonexistent.h5 does not exist"),
     (["--hfgm=true", "--decoder=none"], "hfgm=True needs an upsampling decoder"),
     (["--deterministic", "--jit_compile=on"], "--jit_compile: on cannot be deterministic"),
+    (["--pretrain_steps=-1"], "--pretrain_steps: must be >= 0, got -1"),
+    (["--pretrain_steps=5", f"--backbone_weights={os.path.abspath(__file__)}"],
+     "--pretrain_steps: pretraining writes the backbone's weights, but --backbone_weights="),
+    (["--mode=pretrain"], "--pretrain_steps: mode=pretrain needs --pretrain_steps > 0"),
+    (["--pretrain_steps=5", "--distribution=tpu", "--tpu=local"],
+     "--pretrain_steps: pretraining runs on one machine, not with distribution=tpu"),
 ])
 def test_inconsistent_values_name_the_flag(arguments, message):
   with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("*", r"\*")):
