@@ -1,6 +1,6 @@
 """A procedurally generated segmentation dataset, so a fresh machine can train with no download.
 
-Every 128x128 image has a finely textured background and 3-6 objects whose class is their *shape*
+Every 128x128 image has a finely textured background and 6-9 objects whose class is their *shape*
 (disc, square, triangle, ring, thin line or cross, cluster of small dots); each instance and each
 background gets random colours, so colour alone cannot separate the classes. Objects never overlap
 (a cut disc would no longer be a disc) and stand out from the background's colour. Rings, lines and
@@ -28,7 +28,7 @@ THIN_CLASSES = ("ring", "line", "dot")
 _SPLIT_IDS = {"train": 0, "val": 1}
 GENERATOR_FILENAME = "builtin_generator.json"
 # Bumped whenever `generate` changes, so a copy made by an older generator is never reused.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 
 INFO = core.DatasetInfo(
     name="builtin",
@@ -45,7 +45,15 @@ INFO = core.DatasetInfo(
 # Pixel-centre coordinates shared by every shape rasteriser, each [S, S].
 _Y, _X = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE].astype(np.float32) + 0.5
 # Objects keep this many pixels between each other, so no shape is cut by another.
-_GAP = 3
+_GAP = 2
+# How often each object class (disc, square, triangle, ring, line, dot) is drawn: the thin and
+# small classes more often, as they cover few pixels per instance.
+_CLASS_WEIGHTS = np.array([1, 1, 1, 1.5, 2, 2]) / 8.5
+# Texture amplitude of the background (per channel, around its base colour) and the least RGB
+# distance of an object's colour from that base: edges inside the background stay weaker than an
+# object's outline.
+_TEXTURE_AMPLITUDE = 25
+_MIN_CONTRAST = 100
 # Placement attempts per object before it is dropped (crowded images get fewer objects).
 _PLACEMENT_TRIES = 20
 
@@ -127,7 +135,7 @@ def _background(rng):
   """A random base colour under a fine texture (stripes, checkerboard, blobs or grain) of low
   amplitude; returns ([S, S, 3] float, the base colour [3])."""
   base = rng.uniform(40, 215, 3)
-  other = np.clip(base + rng.uniform(-50, 50, 3), 0, 255)
+  other = np.clip(base + rng.uniform(-_TEXTURE_AMPLITUDE, _TEXTURE_AMPLITUDE, 3), 0, 255)
   kind = rng.integers(4)
   if kind == 0:
     angle = rng.uniform(0, math.pi)
@@ -148,10 +156,11 @@ def _background(rng):
 
 
 def _object_colour(rng, background):
-  """A random colour at least 90 (RGB distance) away from the background's base colour."""
+  """A random colour at least _MIN_CONTRAST (RGB distance) away from the background's base
+  colour."""
   while True:
     colour = rng.uniform(0, 255, 3)
-    if np.linalg.norm(colour - background) >= 90:
+    if np.linalg.norm(colour - background) >= _MIN_CONTRAST:
       return colour
 
 
@@ -167,14 +176,14 @@ def _dilate(mask, pixels):
 def generate(seed, split, index, num_objects=None):
   """Returns (image uint8 [S, S, 3], label uint8 [S, S]) for one example, S = IMAGE_SIZE.
 
-  3-6 objects (or `num_objects`) of random classes, each placed where it keeps a gap to the
-  others."""
+  6-9 objects (or `num_objects`) of random classes (thin and small ones more often), each placed
+  where it keeps a gap to the others; one that finds no room is dropped."""
   rng = np.random.default_rng([seed, _SPLIT_IDS[split], index])
   image, base = _background(rng)
   label = np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.uint8)
   taken = np.zeros((IMAGE_SIZE, IMAGE_SIZE), bool)
-  count = rng.integers(3, 7) if num_objects is None else num_objects
-  for class_id in rng.integers(1, len(CLASS_NAMES), count):
+  count = rng.integers(6, 10) if num_objects is None else num_objects
+  for class_id in rng.choice(np.arange(1, len(CLASS_NAMES)), count, p=_CLASS_WEIGHTS):
     for _ in range(_PLACEMENT_TRIES):
       mask = _SHAPES[int(class_id)](rng)
       if mask.any() and not (mask & taken).any():
@@ -191,7 +200,8 @@ def generate(seed, split, index, num_objects=None):
 def _check_same_generator(output_dir, existing, wanted):
   if existing != wanted:
     raise ValueError(f"{output_dir} already holds a built-in dataset generated with {existing}, "
-                     f"not {wanted}; choose another directory")
+                     f"not {wanted}; delete it (it is generated again in seconds) or choose another "
+                     "directory")
 
 
 def work_items(seed, split, count):

@@ -213,15 +213,20 @@ def _main(*arguments):
 
 @pytest.mark.slow
 def test_demo_flagfile_trains_evaluates_predicts_exports_and_eval_mode_restores(tmp_path):
-  """The demo chain at toy size; then --mode=eval on the checkpoint reproduces the final mIoU."""
+  """The demo chain at toy size (backbone pretraining included); then --mode=eval on the
+  checkpoint reproduces the final mIoU, and a longer run resumes without pretraining again."""
   common = [f"--flagfile={ROOT}/experiments/builtin/demo.cfg", f"--data_dir={tmp_path}/data",
             "--builtin_num_train=16", "--builtin_num_val=4", f"--model_dir={tmp_path}/run",
-            "--encoder_filters=16", "--cae_car_filters=16", "--decoder_filters=16"]
-  result = _main(*common, "--train_steps=3", "--warmup_steps=1", "--crop_height=33",
-                 "--crop_width=33", "--batch_size=2", "--log_every=1", "--eval_batch_size=2",
-                 "--bn_recalibration_batches=2")
+            "--encoder_filters=16", "--cae_car_filters=16", "--decoder_filters=16",
+            "--pretrain_steps=2"]
+  training = ["--warmup_steps=1", "--crop_height=33", "--crop_width=33", "--batch_size=2",
+              "--log_every=1", "--eval_batch_size=2", "--bn_recalibration_batches=2"]
+  result = _main(*common, *training, "--train_steps=3")
   assert result.returncode == 0, result.stderr[-3000:]
   run = tmp_path / "run"
+  pretrained = run / "pretrain" / "resnet_tiny.weights.h5"
+  assert "Pretraining resnet_tiny on built-in shapes for 2 steps" in result.stderr
+  assert f"backbone variables from {pretrained}" in result.stderr
   trained = json.loads((run / "eval_results.json").read_text())
   assert np.isfinite(trained["mean_iou"]) and trained["num_images"] == 4
   assert (run / "checkpoints" / "ckpt-3.index").exists()
@@ -234,3 +239,12 @@ def test_demo_flagfile_trains_evaluates_predicts_exports_and_eval_mode_restores(
   assert result.returncode == 0, result.stderr[-3000:]
   restored = json.loads((run / "eval_results.json").read_text())
   assert restored["confusion_matrix"] == trained["confusion_matrix"]
+
+  # Resuming starts from the checkpoint: no pretraining, the backbone's weights left alone.
+  written = pretrained.stat().st_mtime_ns
+  result = _main(*common, *training, "--train_steps=4", "--eval_after_train=false",
+                 "--predict_after_train=false", "--export_after_train=false")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "Pretraining" not in result.stderr and "Resum" in result.stderr
+  assert (run / "checkpoints" / "ckpt-4.index").exists()
+  assert pretrained.stat().st_mtime_ns == written
