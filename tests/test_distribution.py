@@ -44,9 +44,10 @@ def test_mirrored_two_replicas_match_one_device(data_dir, tmp_path):
   results = json.loads(result.stdout.strip().splitlines()[-1])
   assert results["replicas"] == 2
   assert results["sync_batch_norm"] == [True, False]  # sync BN on 2 replicas only
-  # Same weights, same global batch: the first loss agrees to float32 round-off; after an update
-  # the summation order of the all-reduce shows up around 1e-5.
-  np.testing.assert_allclose(results["first_loss"][1], results["first_loss"][0], rtol=2e-6)
+  # Same weights, same global batch: the first loss agrees to float32 round-off (2.9e-6 measured
+  # on the v3 built-in data: two half-batch sums against one); after an update the summation
+  # order of the all-reduce shows up around 1e-5. A wrong replica average would be off by O(1).
+  np.testing.assert_allclose(results["first_loss"][1], results["first_loss"][0], rtol=1e-5)
   np.testing.assert_allclose(results["loss"][1], results["loss"][0], rtol=1e-4)
   # Round-off of the all-reduced statistics: 3.3e-3 at most (a decoder kernel of the OS=32
   # branch) on the v2 built-in data; a missing / num_replicas would be a difference of 1.0.
