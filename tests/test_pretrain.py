@@ -55,20 +55,7 @@ def test_weights_are_written_reused_and_never_overwritten_by_other_settings(tmp_
   assert not [name for name in os.listdir(os.path.dirname(path)) if "incomplete" in name]
 
 
-@pytest.mark.slow
-def test_pretrained_weights_load_through_backbone_weights(tmp_path):
-  path = pretrain.ensure_pretrained_backbone(
-      pretrain.weights_path(str(tmp_path), "resnet_test"), "resnet_test", 2)
-  saved = build_backbone("resnet_test", name="backbone")
-  saved.load_weights(path)
-  fresh = build_backbone("resnet_test")
-  load_backbone_weights(fresh, path)
-  assert len(fresh.weights) == len(saved.weights)
-  for expected, loaded in zip(saved.weights, fresh.weights):
-    np.testing.assert_array_equal(expected.numpy(), loaded.numpy())
-
-
-def test_mode_pretrain_writes_the_weights_where_train_looks_for_them(tmp_path):
+def test_mode_pretrain_writes_weights_that_backbone_weights_loads(tmp_path):
   flag_values = flags.FlagValues()
   define_all_flags(flag_values)
   flag_values(["main.py", "--mode=pretrain", "--pretrain_steps=2", "--backbone=resnet_test",
@@ -79,3 +66,11 @@ def test_mode_pretrain_writes_the_weights_where_train_looks_for_them(tmp_path):
   with open(result["backbone_weights"] + ".json") as f:
     assert json.load(f) == {"version": pretrain.PRETRAIN_VERSION, "backbone": "resnet_test",
                             "steps": 2, "precision": "float32"}
+  # --backbone_weights gives a fresh backbone exactly the weights pretraining saved.
+  saved = build_backbone("resnet_test", name="backbone")
+  saved.load_weights(result["backbone_weights"])
+  fresh = build_backbone("resnet_test")
+  load_backbone_weights(fresh, result["backbone_weights"])
+  assert len(fresh.weights) == len(saved.weights)
+  for expected, loaded in zip(saved.weights, fresh.weights):
+    np.testing.assert_array_equal(expected.numpy(), loaded.numpy())
