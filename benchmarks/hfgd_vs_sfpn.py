@@ -1,6 +1,6 @@
 r"""HFGD against its SemanticFPN baseline on the built-in dataset: the paper's claim in miniature.
 
-  python3 -m benchmarks.hfgd_vs_sfpn                    # default budget, ~30 min on 2 CPU cores
+  python3 -m benchmarks.hfgd_vs_sfpn                    # default budget: 21 min on 2 idle cores
   python3 -m benchmarks.hfgd_vs_sfpn --pretrain_steps=0  # every backbone from scratch
   python3 -m benchmarks.hfgd_vs_sfpn --quick            # toy size, seconds per run (the test)
 
