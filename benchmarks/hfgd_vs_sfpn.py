@@ -36,9 +36,8 @@ tf = import_tensorflow_quietly()
 import keras
 
 from datasets import builtin, records
-from hfgd_tf import evaluation, input_pipeline, pretrain, visualize
+from hfgd_tf import evaluation, input_pipeline, runs, visualize
 from hfgd_tf import train as train_lib
-from hfgd_tf.distribution import resolve_mixed_precision
 from hfgd_tf.flagfiles import expand_flagfiles
 from hfgd_tf.flags import define_all_flags, run_config_from_flags
 
@@ -192,14 +191,6 @@ def learning_curve_image(results, width=640, height=400, margin=48):
   return np.asarray(canvas)
 
 
-def _pretrained_backbone(settings):
-  """Pretrains the comparison's backbone once (reused when already there); returns its path."""
-  train_lib.set_precision(resolve_mixed_precision(settings.train.mixed_precision, None))
-  return pretrain.ensure_pretrained_backbone(
-      pretrain.weights_path(settings.train.model_dir, settings.model.backbone),
-      settings.model.backbone, settings.train.pretrain_steps)
-
-
 def run_comparison(settings, model_names, seeds, output_dir):
   """Every model x seed; returns the RunResults in that order."""
   results = []
@@ -239,8 +230,9 @@ def main(argv):
     raise app.UsageError("--backbone_weights and --pretrain_steps both give the backbone's "
                          "weights; set one of the two")
   if not backbone_weights and pretrain_steps:
-    backbone_weights = _pretrained_backbone(
-        demo_settings(*overrides, f"--pretrain_steps={pretrain_steps}"))
+    # Once for every run: the same pretrained weights, as --mode=pretrain writes them.
+    backbone_weights = runs.run_pretrain(
+        demo_settings(*overrides, f"--pretrain_steps={pretrain_steps}"))["backbone_weights"]
   overrides.append("--pretrain_steps=0")
   if backbone_weights:
     overrides.append(f"--backbone_weights={backbone_weights}")

@@ -200,8 +200,8 @@ def generate(seed, split, index, num_objects=None):
 def _check_same_generator(output_dir, existing, wanted):
   if existing != wanted:
     raise ValueError(f"{output_dir} already holds a built-in dataset generated with {existing}, "
-                     f"not {wanted}; delete it (it is generated again in seconds) or choose another "
-                     "directory")
+                     f"not {wanted}; delete it (it is generated again in seconds) or choose "
+                     "another directory")
 
 
 def work_items(seed, split, count):

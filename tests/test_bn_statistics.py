@@ -12,8 +12,9 @@ from datasets.builtin import ensure_builtin_dataset
 from hfgd_tf import bn_statistics
 from hfgd_tf import train as train_lib
 from hfgd_tf.checkpoints import restore_model_weights
-from hfgd_tf.config import AugmentConfig, FlagError, ModelConfig, TrainConfig
+from hfgd_tf.config import FlagError, TrainConfig
 from hfgd_tf.modeling.model import build_model
+from tests.tiny_runs import tiny_model, tiny_train_config
 
 
 class _BatchNormOnly(keras.Model):
@@ -75,8 +76,7 @@ def test_a_model_without_batch_norm_is_left_alone(caplog):
   assert not caplog.text
 
 
-TINY_MODEL = ModelConfig(num_classes=7, backbone="resnet_test", encoder_filters=16,
-                         cae_car_filters=16, decoder_filters=16, bn_momentum=0.99)
+TINY_MODEL = tiny_model(bn_momentum=0.99)
 
 
 @pytest.fixture(scope="module")
@@ -85,12 +85,8 @@ def data_dir(tmp_path_factory):
 
 
 def _train(data_dir, tmp_path, **overrides):
-  config = TrainConfig(data_dir=data_dir, checkpoint_dir=str(tmp_path),
-                       tensorboard_dir=str(tmp_path / "tb"),
-                       augment=AugmentConfig(crop_height=33, crop_width=33), batch_size=2,
-                       train_steps=3, optimizer="adamw", learning_rate=1e-3, log_every=3,
-                       checkpoint_every=3, image_summary_every=3, shuffle_buffer=8, seed=1,
-                       **overrides)
+  config = tiny_train_config(data_dir, tmp_path, train_steps=3, learning_rate=1e-3,
+                             shuffle_buffer=8, **overrides)
   train_lib.set_seeds(1, False)
   trainer = train_lib.Trainer(TINY_MODEL, config, tf.distribute.OneDeviceStrategy("/cpu:0"))
   trainer.train()

@@ -18,29 +18,17 @@ from datasets.builtin import ensure_builtin_dataset
 from hfgd_tf import optimization
 from hfgd_tf import train as train_lib
 from hfgd_tf.checkpoints import restore_model
-from hfgd_tf.config import AugmentConfig, ModelConfig, TrainConfig
+from hfgd_tf.config import AugmentConfig, TrainConfig
 from hfgd_tf.evaluation import PeriodicEval
 from hfgd_tf.modeling.backbones.layer_decay import num_depths
+from tests.tiny_runs import TINY_MODEL, tiny_train_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_MODEL = ModelConfig(num_classes=7, backbone="resnet_test", encoder_filters=16,
-                         cae_car_filters=16, decoder_filters=16, bn_momentum=0.9)
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
   return ensure_builtin_dataset(str(tmp_path_factory.mktemp("builtin")), num_train=16, num_val=4)
-
-
-def _train_config(data_dir, checkpoint_dir, **overrides):
-  values = dict(data_dir=data_dir, checkpoint_dir=str(checkpoint_dir),
-                tensorboard_dir=str(checkpoint_dir / "tb"),
-                augment=AugmentConfig(crop_height=33, crop_width=33), batch_size=2,
-                train_steps=6, optimizer="adamw", learning_rate=3e-3,
-                checkpoint_every=3, log_every=3, image_summary_every=3, shuffle_buffer=16,
-                seed=1)
-  values.update(overrides)
-  return TrainConfig(**values)
 
 
 def _trainer(config, validation=None):
@@ -57,7 +45,7 @@ def _weights(model):
 def test_loss_decreases_and_eval_gives_finite_miou(data_dir, tmp_path):
   validation = PeriodicEval(os.path.join(data_dir, "val-*.tfrecord"), 7, 129, 129,
                             batch_size=2)
-  config = _train_config(data_dir, tmp_path, train_steps=16, log_every=1, eval_every=8,
+  config = tiny_train_config(data_dir, tmp_path, train_steps=16, log_every=1, eval_every=8,
                          bn_recalibration_batches=2,
                          augment=AugmentConfig(crop_height=65, crop_width=65, min_scale=1.0,
                                                max_scale=1.0))
@@ -78,11 +66,11 @@ def test_loss_decreases_and_eval_gives_finite_miou(data_dir, tmp_path):
 @pytest.mark.slow
 def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(data_dir, tmp_path):
   tf.config.experimental.enable_op_determinism()
-  uninterrupted = _trainer(_train_config(data_dir, tmp_path / "a", deterministic=True))
+  uninterrupted = _trainer(tiny_train_config(data_dir, tmp_path / "a", deterministic=True))
   uninterrupted.train()
 
   # A run killed at step 5, after its checkpoint at step 3 ...
-  killed = _trainer(_train_config(data_dir, tmp_path / "b", deterministic=True))
+  killed = _trainer(tiny_train_config(data_dir, tmp_path / "b", deterministic=True))
   step_fn = killed._train_step
 
   def dies_at_step_five(iterator):
@@ -93,7 +81,7 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(data_dir, tmp
   with pytest.raises(KeyboardInterrupt):
     killed.train()
   # ... is resumed by a fresh trainer at step 3 and trained to the end.
-  resumed = _trainer(_train_config(data_dir, tmp_path / "b", deterministic=True))
+  resumed = _trainer(tiny_train_config(data_dir, tmp_path / "b", deterministic=True))
   assert int(resumed.step) == 3
   assert int(resumed.optimizer.iterations) == 3
   resumed.train()
@@ -101,13 +89,13 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(data_dir, tmp
   for expected, actual in zip(_weights(uninterrupted.model), _weights(resumed.model)):
     np.testing.assert_allclose(actual, expected, rtol=1e-6, atol=1e-6)
   # The weights did change in training, so the comparison has teeth.
-  fresh = _trainer(_train_config(data_dir, tmp_path / "c"))
+  fresh = _trainer(tiny_train_config(data_dir, tmp_path / "c"))
   assert any(not np.allclose(a, b) for a, b in zip(_weights(fresh.model),
                                                    _weights(resumed.model)))
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_path, monkeypatch):
-  config = _train_config(data_dir, tmp_path, train_steps=8, checkpoint_every=2)
+  config = tiny_train_config(data_dir, tmp_path, train_steps=8, checkpoint_every=2)
   trainer = _trainer(config)
   losses = train_lib.segmentation_losses
 
@@ -125,7 +113,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_path, m
 
 
 def test_sgd_adds_l2_on_kernels_and_adamw_excludes_norms_and_biases(data_dir, tmp_path):
-  sgd = _trainer(_train_config(data_dir, tmp_path / "sgd", optimizer="sgd", weight_decay=1e-4))
+  sgd = _trainer(tiny_train_config(data_dir, tmp_path / "sgd", optimizer="sgd", weight_decay=1e-4))
   names = {variable.name for variable in sgd._l2}
   assert names == {"kernel"} or names <= {"kernel", "depthwise_kernel"}
   assert len(sgd._l2) == sum(v.name.endswith("kernel") for v in sgd.model.trainable_variables)
@@ -173,7 +161,7 @@ def test_warmup_schedules_at_their_boundary_steps(schedule, expected):
 
 
 def test_layerwise_lr_decay_scales_backbone_updates(data_dir, tmp_path):
-  config = _train_config(data_dir, tmp_path, optimizer="sgd", layerwise_lr_decay=0.5,
+  config = tiny_train_config(data_dir, tmp_path, optimizer="sgd", layerwise_lr_decay=0.5,
                          momentum=0.0, weight_decay=0.0)
   trainer = _trainer(config)
   multipliers = dict(zip([v.path for v in trainer.model.trainable_variables],
@@ -192,7 +180,7 @@ def test_layerwise_lr_decay_scales_backbone_updates(data_dir, tmp_path):
 
 @pytest.mark.parametrize("precision", ["float16", "bfloat16"])
 def test_mixed_precision_trains_and_resumes(data_dir, tmp_path, precision):
-  config = _train_config(data_dir, tmp_path, mixed_precision=precision, train_steps=2,
+  config = tiny_train_config(data_dir, tmp_path, mixed_precision=precision, train_steps=2,
                          checkpoint_every=2)
   trainer = _trainer(config)
   assert trainer.model.backbone.layers[1].compute_dtype == precision
