@@ -13,8 +13,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from datasets.builtin import ensure_builtin_dataset
 from hfgd_tf.config import FlagError, TrainConfig
 from hfgd_tf.modeling.backbones import build_backbone, iseg_release, pretrained
+from hfgd_tf.train import Trainer
+from tests import tiny_runs
 from tests.test_flags import FLAGFILES, ROOT, _settings
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "data", "iseg", "resnet_fixture.h5")
@@ -164,3 +167,18 @@ def test_every_paper_flagfile_names_the_original_file_of_its_backbone():
   recipe = f"{ROOT}/experiments/pascal_context/hfgd-os4_r50_bs16-30k_pascal-context-59-513.cfg"
   none = _settings(f"--flagfile={recipe}", "--backbone_weights=none", mode="flops")
   assert none.train.backbone_weights == "none"
+
+
+@pytest.mark.slow  # ~45 s on 2 shared cores: the trainer builds its input pipeline and model
+def test_trainer_starts_from_the_download_and_records_it(server, tmp_path):
+  data_dir = ensure_builtin_dataset(str(tmp_path / "data"), num_train=2, num_val=1)
+  train = tiny_runs.tiny_train_config(data_dir, tmp_path / "checkpoints",
+                                      backbone_weights="iseg",
+                                      weights_cache_dir=str(tmp_path / "cache"))
+  trainer = Trainer(tiny_runs.tiny_model(), train, tf.distribute.get_strategy())
+  expected = build_backbone("resnet_test")
+  pretrained.load_pretrained(expected, "resnet_test", train)
+  for variable, want in zip(trainer.model.backbone.weights, expected.weights):
+    np.testing.assert_array_equal(variable.numpy(), want.numpy(), err_msg=variable.path)
+  with open(tmp_path / "checkpoints" / pretrained.RECORD_NAME) as f:
+    assert json.load(f)["sha256"] == hashlib.sha256(server.content).hexdigest()
