@@ -196,9 +196,9 @@ def define_training_flags(flag_values=flags.FLAGS):
               "Deterministic ops (tf.config.experimental.enable_op_determinism): two runs give "
               "identical weights, at some speed cost.")
   define.string("backbone_weights", None,
-                "Pretrained backbone weights: a file (.h5, .weights.h5, .safetensors, .pth), 'iseg' "
-                "(the original's published ImageNet weights of --backbone, downloaded once), "
-                "'iseg:<file>' (another published file) or 'none' (random, on purpose).")
+                "Pretrained backbone weights: a file (.h5, .weights.h5, .safetensors, .pth), "
+                "'iseg' (the original's published ImageNet weights of --backbone, downloaded "
+                "once), 'iseg:<file>' (another published file) or 'none' (random, on purpose).")
   define.string("weights_cache_dir", None,
                 "Where --backbone_weights=iseg downloads go (<dir>/models/, keras.utils.get_file's "
                 "layout; may be gs://, shared by all hosts); default $KERAS_HOME or ~/.keras.")

@@ -1,11 +1,12 @@
 """Reads the original codebase's (iSeg's) backbone weight files into our backbones' variable keys.
 
 iSeg publishes its ImageNet backbones as Keras 2 legacy `.h5` weight files (`save_weights` of the
-backbone model): root attribute `layer_names` lists the model's direct sublayers (ResNet `conv1_1_conv`
-... `conv5`, ConvNeXt `downsample_layers/i` and `stages/i`, Swin `patch_embed` and `layers/i`), and
-each such group's attribute `weight_names` lists its arrays, stored at `<layer>/<weight name>`
-(names holding `/` make nested HDF5 groups). Attributes over 64 KB are split into `name0`, `name1`,
-...; tf-keras >= 2.13 adds an empty `top_level_model_weights` group, older Keras 2 does not.
+backbone model): root attribute `layer_names` lists the model's direct sublayers (ResNet
+`conv1_1_conv` ... `conv5`, ConvNeXt `downsample_layers/i` and `stages/i`, Swin `patch_embed` and
+`layers/i`), and each such group's attribute `weight_names` lists its arrays, stored at
+`<layer>/<weight name>` (names holding `/` make nested HDF5 groups). Attributes over 64 KB are
+split into `name0`, `name1`, ...; tf-keras >= 2.13 adds an empty `top_level_model_weights` group,
+older Keras 2 does not.
 
 Each array is mapped by the original's layer name and the rest of its weight name (any prefix
 before the layer name is ignored, `:0` dropped) onto our layer/variable, exactly:
@@ -16,8 +17,9 @@ before the layer name is ignored, `:0` dropped) onto our layer/variable, exactly
   downsample_layers/0/0, /0/1               -> stem_conv, stem_norm
   downsample_layers/i/0, /i/1 (i > 0)       -> downsample{i+1}_norm, downsample{i+1}_conv
   stages/i/j/{dwconv,norm,pwconv1,pwconv2}  -> stage{i+1}_block{j+1}_{same} (depthwise_kernel ->
-                                               kernel); stages/i/j/gamma -> .._layer_scale/gamma;
-                                               stages/i/j/grn/{gamma,beta} (1,1,1,4C) -> .._grn (4C,)
+                                               kernel)
+  stages/i/j/gamma                          -> stage{i+1}_block{j+1}_layer_scale/gamma
+  stages/i/j/grn/{gamma,beta} (1,1,1,4C)    -> stage{i+1}_block{j+1}_grn/{gamma,beta} (4C,)
   patch_embed/{proj,norm}                   -> patch_embed_{conv,norm}
   layers/i/blocks/k/{norm1,norm2}           -> stage{i+1}_block{k+1}_{norm1,norm2}
   layers/i/blocks/k/attn/{qkv,proj}         -> stage{i+1}_block{k+1}_attn_{qkv,proj}
@@ -97,7 +99,7 @@ _INDEX = re.compile(r"layers/\d+/blocks/\d+/attn/relative_position_index")
 
 
 def read_attribute_list(attrs, name):
-  """The string list attribute `name`, joined from Keras 2's chunks `name0`, `name1`, ... if split."""
+  """The string list attribute `name`, joined from Keras 2's chunks `name0`, `name1`, ..."""
   if name in attrs:
     values = list(attrs[name])
   else:

@@ -130,9 +130,10 @@ def load_pretrained(backbone, backbone_name, train, record_dir=None):
   path, url = resolve(spec, backbone_name, train.weights_cache_dir)
   if path is None:
     if backbone_name in RELEASES:
-      logging.warning("%s starts from random weights (--backbone_weights=%s): every number of the "
-                      "paper starts from the original's ImageNet weights (--backbone_weights=iseg); "
-                      "from scratch expect a far lower mIoU.", backbone_name, spec)
+      logging.warning("%s starts from random weights (--backbone_weights=%s): every number of "
+                      "the paper starts from the original's ImageNet weights "
+                      "(--backbone_weights=iseg); from scratch expect a far lower mIoU.",
+                      backbone_name, spec)
     return None
   report = load_backbone_weights(backbone, path, allow_partial=train.allow_partial_weights)
   if record_dir:

@@ -1,5 +1,5 @@
 """Loads pretrained backbone weights from a file (local or gs://, read through tf.io.gfile; no
-network: `iseg_release.py` downloads): `load_backbone_weights`.
+network: `pretrained.py` downloads): `load_backbone_weights`.
 
 Supported files, detected from the extension and the names inside:
   * The original codebase's (iSeg's) released Keras 2 `.h5` files of ResNet-50/101, ConvNeXt(V2)
