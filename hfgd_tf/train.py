@@ -122,8 +122,9 @@ class Trainer:
     set_precision(train.mixed_precision)
     with strategy.scope():
       self.model = build_model(self.model_config)
-      load_pretrained(self.model.backbone, self.model_config.backbone, train,
-                      record_dir=train.checkpoint_dir if self.chief else None)
+      if latest_resume_point(train.checkpoint_dir)[0] is None:  # a resume restores them instead
+        load_pretrained(self.model.backbone, self.model_config.backbone, train,
+                        record_dir=train.checkpoint_dir if self.chief else None)
       self.optimizer = build_optimizer(train, self.model)
       self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     self._l2 = (l2_variables(self.model, train.weight_decay_head_only)

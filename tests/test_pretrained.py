@@ -169,8 +169,8 @@ def test_every_paper_flagfile_names_the_original_file_of_its_backbone():
   assert none.train.backbone_weights == "none"
 
 
-@pytest.mark.slow  # ~45 s on 2 shared cores: the trainer builds its input pipeline and model
-def test_trainer_starts_from_the_download_and_records_it(server, tmp_path):
+@pytest.mark.slow  # ~60 s on 2 shared cores: two trainers build their input pipelines and models
+def test_trainer_starts_from_the_download_records_it_and_a_resume_does_not(server, tmp_path):
   data_dir = ensure_builtin_dataset(str(tmp_path / "data"), num_train=2, num_val=1)
   train = tiny_runs.tiny_train_config(data_dir, tmp_path / "checkpoints",
                                       backbone_weights="iseg",
@@ -182,3 +182,9 @@ def test_trainer_starts_from_the_download_and_records_it(server, tmp_path):
     np.testing.assert_array_equal(variable.numpy(), want.numpy(), err_msg=variable.path)
   with open(tmp_path / "checkpoints" / pretrained.RECORD_NAME) as f:
     assert json.load(f)["sha256"] == hashlib.sha256(server.content).hexdigest()
+  # A resumed run restores its checkpoint and fetches nothing (it may run offline).
+  trainer.save()
+  server.close()
+  resumed = dataclasses.replace(train, weights_cache_dir=str(tmp_path / "empty_cache"))
+  Trainer(tiny_runs.tiny_model(), resumed, tf.distribute.get_strategy())
+  assert server.requests == 1 and not (tmp_path / "empty_cache").exists()
