@@ -175,7 +175,9 @@ def _structure_groups(name):
 def test_full_size_structure_maps_onto_every_variable(name):
   groups = _structure_groups(name)
   num_arrays = sum(len(weights) for _, weights in groups)
-  with keras.StatelessScope():  # variables without values: no 200M-parameter allocation
+  # Variables with names and shapes but no values: ~630 MB peak for ConvNeXt-L as for no model,
+  # against ~1.5 GB when its 196M values are allocated.
+  with keras.StatelessScope(initialize_variables=False):
     model = build_backbone(name)
   slots = variable_slots(model)
   converted, unexpected, ignored = iseg_h5.convert_groups(groups)
