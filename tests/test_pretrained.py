@@ -22,7 +22,7 @@ from tests.test_flags import FLAGFILES, ROOT, _settings
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "data", "iseg", "resnet_fixture.h5")
 # The fixture has the configuration of tests/tiny_backbones.py's resnet_test.
-RELEASE = iseg_release.ReleaseFile("resnet_fixture.h5", "0.0.2", "random (a test fixture)")
+RELEASE = iseg_release.ReleaseFile("resnet_fixture.h5", "0.0.2")
 
 
 class _Server:
@@ -140,8 +140,8 @@ def test_random_weights_of_a_published_backbone_warn_once(server, caplog):
 
 
 @pytest.mark.parametrize("spec, message", [
-    ("iseg", "--backbone_weights=iseg: the original codebase publishes no weights for backbone "
-             "'resnet_tiny'"),
+    ("iseg", "--backbone_weights=iseg: no published file of the original codebase is known for "
+             "backbone 'resnet_tiny', only for convnext_large, convnext_v2_large, resnet101"),
     ("iseg:resnet101.h5", "'resnet50' has the published files resnet50_bn.h5, resnet50.h5, not "
                           "'resnet101.h5'"),
 ])

@@ -14,28 +14,23 @@ RELEASE_BASE = "https://github.com/edwardyehuang/iSeg/releases/download"
 @dataclasses.dataclass(frozen=True)
 class ReleaseFile:
   file: str
-  tag: str
-  pretrained_on: str
+  tag: str  # the GitHub release
 
   @property
   def url(self):
     return f"{RELEASE_BASE}/{self.tag}/{self.file}"
 
 
-_IN = "ImageNet (provenance not documented by the original)"
-# Backbone -> its published files; the first is what `iseg` loads. The R50/R101 runs of the paper's
-# era went through CAR's flagfiles, which name resnet{50,101}_bn.h5 (common_weights_path.cfg), the
-# iSeg README links resnet{50,101}.h5 of the same release: both load, `_bn` is the default.
+# Backbone -> its published files (what each was pretrained on: docs/backbones.md); the first is
+# what `iseg` loads. The R50/R101 runs of the paper's era went through CAR's flagfiles, which name
+# resnet{50,101}_bn.h5 (common_weights_path.cfg); the iSeg README links resnet{50,101}.h5 of the
+# same release: both load, `_bn` is the default.
 RELEASES = {
-    "resnet50": (ReleaseFile("resnet50_bn.h5", "0.0.2", _IN),
-                 ReleaseFile("resnet50.h5", "0.0.2", _IN)),
-    "resnet101": (ReleaseFile("resnet101_bn.h5", "0.0.2", _IN),
-                  ReleaseFile("resnet101.h5", "0.0.2", _IN)),
-    "swin_large_384": (ReleaseFile("swin_large_384.h5", "0.0.5", "ImageNet-22k, 384 (Swin-L)"),),
-    "convnext_large": (ReleaseFile("convnext_large.h5", "0.0.5",
-                                   "ImageNet (1k or 22k not recorded by the original)"),),
-    "convnext_v2_large": (ReleaseFile("convnext_v2_large.h5", "0.0.5",
-                                      "ImageNet (FCMAE + fine-tuning; 1k or 22k not recorded)"),),
+    "resnet50": (ReleaseFile("resnet50_bn.h5", "0.0.2"), ReleaseFile("resnet50.h5", "0.0.2")),
+    "resnet101": (ReleaseFile("resnet101_bn.h5", "0.0.2"), ReleaseFile("resnet101.h5", "0.0.2")),
+    "swin_large_384": (ReleaseFile("swin_large_384.h5", "0.0.5"),),
+    "convnext_large": (ReleaseFile("convnext_large.h5", "0.0.5"),),
+    "convnext_v2_large": (ReleaseFile("convnext_v2_large.h5", "0.0.5"),),
 }
 
 
@@ -43,9 +38,9 @@ def release_file(spec, backbone):
   """The ReleaseFile `iseg` or `iseg:<file>` names for `backbone`; FlagError when there is none."""
   files = RELEASES.get(backbone)
   if not files:
-    raise FlagError(f"--backbone_weights={spec}: the original codebase publishes no weights for "
-                    f"backbone {backbone!r} (it does for {', '.join(sorted(RELEASES))}); pass a "
-                    "file or --backbone_weights=none")
+    raise FlagError(f"--backbone_weights={spec}: no published file of the original codebase is "
+                    f"known for backbone {backbone!r}, only for {', '.join(sorted(RELEASES))}; "
+                    "pass a file or --backbone_weights=none")
   name = spec.partition(":")[2]
   if not name:
     return files[0]
