@@ -17,6 +17,7 @@ or complete; hosts downloading at the same time each rename a complete copy. The
 loaded is written to `<checkpoint dir>/backbone_weights.json` with its source.
 """
 
+import contextlib
 import hashlib
 import http.client
 import json
@@ -53,13 +54,25 @@ def _is_iseg_h5(path):
     return False
 
 
-def download(url, path, timeout=60):
-  """Downloads `url` to `path` (gfile) through a temporary file; the target is never partial."""
+@contextlib.contextmanager
+def _atomic_gfile_path(path):
+  """Yields a unique temporary path beside `path` (any tf.io.gfile file system), renamed onto
+  `path` when the block ends; removed, leaving `path` as it was, on any error."""
   parent = os.path.dirname(path)
   if parent:
     tf.io.gfile.makedirs(parent)
   partial = f"{path}.part-{uuid.uuid4().hex}"
   try:
+    yield partial
+    tf.io.gfile.rename(partial, path, overwrite=True)
+  finally:
+    if tf.io.gfile.exists(partial):
+      tf.io.gfile.remove(partial)
+
+
+def download(url, path, timeout=60):
+  """Downloads `url` to `path` (gfile) through a temporary file; the target is never partial."""
+  with _atomic_gfile_path(path) as partial:
     with urllib.request.urlopen(url, timeout=timeout) as response:
       expected = response.headers.get("Content-Length")
       size = 0
@@ -72,10 +85,6 @@ def download(url, path, timeout=60):
     if not _is_iseg_h5(partial):
       raise OSError("the server sent something that is not an iSeg backbone weights file "
                     f"({size} bytes)")
-    tf.io.gfile.rename(partial, path, overwrite=True)
-  finally:
-    if tf.io.gfile.exists(partial):
-      tf.io.gfile.remove(partial)
 
 
 def resolve(spec, backbone, weights_cache_dir=None):
@@ -112,13 +121,10 @@ def sha256(path):
 
 def write_record(directory, spec, path, url):
   """Writes <directory>/backbone_weights.json: what was loaded, from where, its SHA-256."""
-  tf.io.gfile.makedirs(directory)
   record = {"backbone_weights": spec, "file": path, "url": url, "sha256": sha256(path)}
-  target = os.path.join(directory, RECORD_NAME)
-  partial = f"{target}.part-{uuid.uuid4().hex}"
-  with tf.io.gfile.GFile(partial, "w") as f:
-    f.write(json.dumps(record, indent=1) + "\n")
-  tf.io.gfile.rename(partial, target, overwrite=True)
+  with _atomic_gfile_path(os.path.join(directory, RECORD_NAME)) as partial:
+    with tf.io.gfile.GFile(partial, "w") as f:
+      f.write(json.dumps(record, indent=1) + "\n")
   return record
 
 
