@@ -216,6 +216,7 @@ class TrainConfig:
   seed: int = 0
   deterministic: bool = False
   backbone_weights: Optional[str] = None
+  weights_cache_dir: Optional[str] = None
   allow_partial_weights: bool = False
   pretrain_steps: int = 0
   eval_every: int = 0

@@ -16,6 +16,7 @@ from datasets import records
 
 from hfgd_tf.config import (JIT_COMPILE, WARMUP_SCHEDULES, AugmentConfig, EvalConfig, FlagError,
                             ModelConfig, RunSettings, TrainConfig)
+from hfgd_tf.modeling.backbones.iseg_release import check_spec as check_backbone_weights
 
 # ModelConfig fields no flag sets: the dataset gives the classes and the ignore label, the trainer
 # switches synchronized batch norm on whenever there is more than one replica.
@@ -195,7 +196,12 @@ def define_training_flags(flag_values=flags.FLAGS):
               "Deterministic ops (tf.config.experimental.enable_op_determinism): two runs give "
               "identical weights, at some speed cost.")
   define.string("backbone_weights", None,
-                "Pretrained backbone weights (.h5, .weights.h5, .safetensors, .pth).")
+                "Pretrained backbone weights: a file (.h5, .weights.h5, .safetensors, .pth), "
+                "'iseg' (the original's published ImageNet weights of --backbone, downloaded "
+                "once), 'iseg:<file>' (another published file) or 'none' (random, on purpose).")
+  define.string("weights_cache_dir", None,
+                "Where --backbone_weights=iseg downloads go (<dir>/models/, keras.utils.get_file's "
+                "layout; may be gs://, shared by all hosts); default $KERAS_HOME or ~/.keras.")
   define.bool("allow_partial_weights", False,
               "Skip (and list) backbone variables missing from --backbone_weights.")
   define.integer("pretrain_steps", 0,
@@ -400,11 +406,10 @@ def run_config_from_flags(flag_values=flags.FLAGS, mode="train"):
   if train.distribution == "multi_worker" and "TF_CONFIG" not in os.environ:
     _fail("distribution", "multi_worker needs the TF_CONFIG environment variable (cluster and "
           "task of this worker)")
-  if train.backbone_weights is not None and not os.path.isfile(train.backbone_weights):
-    _fail("backbone_weights", f"{train.backbone_weights} does not exist")
+  check_backbone_weights(train.backbone_weights, model.backbone)
   if train.pretrain_steps < 0:
     _fail("pretrain_steps", f"must be >= 0, got {train.pretrain_steps}")
-  if train.pretrain_steps and train.backbone_weights is not None:
+  if train.pretrain_steps and train.backbone_weights not in (None, "none"):
     _fail("pretrain_steps", "pretraining writes the backbone's weights, but "
           f"--backbone_weights={train.backbone_weights} gives them too; set one of the two")
   if train.pretrain_steps and mode == "train" and train.distribution in ("multi_worker", "tpu"):

@@ -41,7 +41,7 @@ from hfgd_tf.checkpoints import latest_resume_point, model_state, optimizer_stat
 from hfgd_tf.config import IGNORE_LABEL, FlagError
 from hfgd_tf.distribution import (is_chief, resolve_mixed_precision, use_jit_compile,
                                   worker_dir)
-from hfgd_tf.modeling.backbones.weights import load_backbone_weights
+from hfgd_tf.modeling.backbones.pretrained import load_pretrained
 from hfgd_tf.modeling.losses import segmentation_losses
 from hfgd_tf.modeling.model import build_model
 from hfgd_tf.optimization import build_optimizer, current_learning_rate, l2_variables
@@ -122,9 +122,9 @@ class Trainer:
     set_precision(train.mixed_precision)
     with strategy.scope():
       self.model = build_model(self.model_config)
-      if train.backbone_weights:
-        load_backbone_weights(self.model.backbone, train.backbone_weights,
-                              allow_partial=train.allow_partial_weights)
+      if latest_resume_point(train.checkpoint_dir)[0] is None:  # a resume restores them instead
+        load_pretrained(self.model.backbone, self.model_config.backbone, train,
+                        record_dir=train.checkpoint_dir if self.chief else None)
       self.optimizer = build_optimizer(train, self.model)
       self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     self._l2 = (l2_variables(self.model, train.weight_decay_head_only)

@@ -245,7 +245,7 @@ def test_main_reports_a_missing_dataset_in_one_line(tmp_path):
       [sys.executable, os.path.join(ROOT, "main.py"),
        f"--flagfile={ROOT}/experiments/oxford_iiit_pet/"
        "hfgd-os4_r50_bs16-20k_oxford-iiit-pet-513.cfg",
-       f"--data_dir={tmp_path}"],
+       f"--data_dir={tmp_path}", "--backbone_weights=none"],
       capture_output=True, text=True, env=env, timeout=120, check=False)
   assert result.returncode != 0 and "Traceback" not in result.stderr
   last = result.stderr.strip().splitlines()[-1]

@@ -4,7 +4,8 @@ registry): a few channels and blocks each, so a model builds and trains in secon
 Imported by conftest.py and by the scripts tests run in subprocesses.
 """
 
-from hfgd_tf.modeling.backbones import BACKBONES, convnext, convnext_v2, resnet, swin
+from hfgd_tf.modeling.backbones import (BACKBONES, convnext, convnext_v2, register_configs, resnet,
+                                        swin)
 
 RESNET_TEST = resnet.ResNetConfig(blocks=(2, 2, 2, 3), widths=(8, 16, 32, 64),
                                   stem_widths=(8, 8, 16))
@@ -18,7 +19,7 @@ def register():
   """Registers resnet_test, convnext_test, convnext_v2_test and swin_test (once per process)."""
   if "resnet_test" in BACKBONES:
     return
-  resnet.register_config("resnet_test", RESNET_TEST)
-  convnext.register_configs({"convnext_test": CONVNEXT_TEST,
-                             "convnext_v2_test": CONVNEXT_V2_TEST})
-  swin.register_config("swin_test", SWIN_TEST)
+  register_configs({"resnet_test": RESNET_TEST}, resnet.build_resnet)
+  register_configs({"convnext_test": CONVNEXT_TEST, "convnext_v2_test": CONVNEXT_V2_TEST},
+                   convnext.build_convnext)
+  register_configs({"swin_test": SWIN_TEST}, swin.build_swin)

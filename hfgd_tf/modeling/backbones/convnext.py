@@ -21,11 +21,11 @@ import dataclasses
 from typing import Optional, Tuple
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from hfgd_tf.config import BN_MOMENTUM
-from hfgd_tf.modeling.backbones import BACKBONES
+from hfgd_tf.modeling.backbones import check_output_stride_32, register_configs
+from hfgd_tf.modeling.backbones.stages import build_four_stages
 from hfgd_tf.modeling.layers.common import DropPath
 
 LN_EPSILON = 1e-6
@@ -125,41 +125,29 @@ def convnext_block(x, name, drop_path_rate, grn=False, layer_scale_init=LAYER_SC
   return keras.layers.Add(name=f"{name}_add")([x, y])
 
 
-def build_convnext(config, drop_path_rate=None, name=None):
+def build_convnext(config, output_stride=32, drop_path_rate=None, sync_batch_norm=False,
+                   bn_momentum=BN_MOMENTUM, name=None):
   """Builds ConvNeXt(V2) of `config` as a functional model returning {4, 8, 16, 32: features}."""
-  if drop_path_rate is None:
-    drop_path_rate = config.drop_path_rate
-  rates = np.linspace(0.0, drop_path_rate, sum(config.depths)).tolist()
-  images = keras.Input((None, None, 3), name="images")
-  x = keras.layers.Conv2D(config.widths[0], 4, strides=4, padding="same", name="stem_conv")(images)
-  x = _layer_norm("stem_norm")(x)
-  endpoints = {}
-  block_index = 0
-  for stage, (depth, width) in enumerate(zip(config.depths, config.widths), start=1):
-    if stage > 1:
-      x = _layer_norm(f"downsample{stage}_norm")(x)
-      x = keras.layers.Conv2D(width, 2, strides=2, padding="same",
-                              name=f"downsample{stage}_conv")(x)
-    for block in range(1, depth + 1):
-      x = convnext_block(x, f"stage{stage}_block{block}", rates[block_index], grn=config.grn,
-                         layer_scale_init=config.layer_scale_init)
-      block_index += 1
-    endpoints[2 ** (stage + 1)] = x
-  return keras.Model(images, endpoints, name=name)
+  del sync_batch_norm, bn_momentum  # LayerNorm only
+  check_output_stride_32(name, output_stride)
+
+  def stem(images):
+    x = keras.layers.Conv2D(config.widths[0], 4, strides=4, padding="same",
+                            name="stem_conv")(images)
+    return _layer_norm("stem_norm")(x)
+
+  def downsample(x, stage):
+    x = _layer_norm(f"downsample{stage}_norm")(x)
+    return keras.layers.Conv2D(config.widths[stage - 1], 2, strides=2, padding="same",
+                               name=f"downsample{stage}_conv")(x)
+
+  def block(x, stage, number, rate):
+    return convnext_block(x, f"stage{stage}_block{number}", rate, grn=config.grn,
+                          layer_scale_init=config.layer_scale_init)
+
+  return build_four_stages(stem, downsample, block, config.depths,
+                           config.drop_path_rate if drop_path_rate is None else drop_path_rate,
+                           name=name)
 
 
-def register_configs(configs):
-  """Registers one builder per entry of `configs` (shared with convnext_v2.py)."""
-  for config_name, config in configs.items():
-    def builder(output_stride=32, drop_path_rate=None, sync_batch_norm=False,
-                bn_momentum=BN_MOMENTUM, name=None, _config=config, _config_name=config_name):
-      del sync_batch_norm, bn_momentum  # LayerNorm only
-      if output_stride != 32:
-        raise ValueError(f"{_config_name} supports output_stride 32 only, got {output_stride}")
-      return build_convnext(_config, drop_path_rate=drop_path_rate, name=name or _config_name)
-    builder.__name__ = f"build_{config_name}"
-    builder.__doc__ = f"{config_name}: {config}."
-    BACKBONES.register(config_name)(builder)
-
-
-register_configs(CONFIGS)
+register_configs(CONFIGS, build_convnext)

@@ -5,7 +5,8 @@ Drop-path defaults: 0.3 for L (the original codebase) and H; 0.1 for atto..nano 
 (the official fine-tuning recipes' order of magnitude; these sizes are not used by the paper).
 """
 
-from hfgd_tf.modeling.backbones.convnext import ConvNeXtConfig, register_configs
+from hfgd_tf.modeling.backbones import register_configs
+from hfgd_tf.modeling.backbones.convnext import ConvNeXtConfig, build_convnext
 
 
 def _v2(depths, widths, drop_path_rate):
@@ -23,4 +24,4 @@ CONFIGS = {
     "convnext_v2_huge": _v2((3, 3, 27, 3), (352, 704, 1408, 2816), 0.3),
 }
 
-register_configs(CONFIGS)
+register_configs(CONFIGS, build_convnext)

@@ -20,17 +20,21 @@ dilation would not replace it cleanly.
 import keras
 
 from hfgd_tf.config import BN_MOMENTUM
-from hfgd_tf.modeling.backbones import BACKBONES
+from hfgd_tf.modeling.backbones import check_output_stride_32, register_configs
 
-_APPLICATIONS = {
+# name -> (keras.applications builder, blocks of stage 4)
+CONFIGS = {
     "keras_resnet50": (keras.applications.ResNet50, 6),
     "keras_resnet101": (keras.applications.ResNet101, 23),
 }
 
 
-def build_keras_resnet(config_name, bn_momentum=BN_MOMENTUM, sync_batch_norm=False, name=None):
+def build_keras_resnet(config, output_stride=32, drop_path_rate=None, sync_batch_norm=False,
+                       bn_momentum=BN_MOMENTUM, name=None):
   """keras.applications ResNet without top, returning {2, 4, 8, 16, 32: features}."""
-  application, stage4_blocks = _APPLICATIONS[config_name]
+  del drop_path_rate  # no stochastic depth
+  check_output_stride_32(name, output_stride)
+  application, stage4_blocks = config
   base = application(include_top=False, weights=None, input_shape=(None, None, 3))
   for layer in base.layers:
     if isinstance(layer, keras.layers.BatchNormalization):
@@ -39,21 +43,7 @@ def build_keras_resnet(config_name, bn_momentum=BN_MOMENTUM, sync_batch_norm=Fal
   endpoint_layers = {2: "conv1_relu", 4: "conv2_block3_out", 8: "conv3_block4_out",
                      16: f"conv4_block{stage4_blocks}_out", 32: "conv5_block3_out"}
   outputs = {stride: base.get_layer(layer).output for stride, layer in endpoint_layers.items()}
-  return keras.Model(base.input, outputs, name=name or config_name)
+  return keras.Model(base.input, outputs, name=name)
 
 
-def _register(config_name):
-  @BACKBONES.register(config_name)
-  def builder(output_stride=32, drop_path_rate=None, sync_batch_norm=False, bn_momentum=BN_MOMENTUM,
-              name=None):
-    del drop_path_rate  # no stochastic depth
-    if output_stride != 32:
-      raise ValueError(f"{config_name} supports output_stride 32 only, got {output_stride}")
-    return build_keras_resnet(config_name, bn_momentum=bn_momentum,
-                              sync_batch_norm=sync_batch_norm, name=name)
-  builder.__name__ = f"build_{config_name}"
-  builder.__doc__ = f"keras.applications layout {config_name!r}; see the module docstring."
-
-
-for _name in _APPLICATIONS:
-  _register(_name)
+register_configs(CONFIGS, build_keras_resnet)

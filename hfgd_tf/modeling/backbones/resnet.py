@@ -23,7 +23,7 @@ from typing import Tuple
 import keras
 
 from hfgd_tf.config import BN_MOMENTUM
-from hfgd_tf.modeling.backbones import BACKBONES
+from hfgd_tf.modeling.backbones import register_configs
 
 BN_EPSILON = 1.001e-5
 EXPANSION = 4
@@ -74,9 +74,10 @@ def _bottleneck(x, width, name, strides, dilation_rate, projection, bn_args):
   return keras.layers.ReLU(name=f"{name}_out")(y)
 
 
-def build_resnet(config, output_stride=32, sync_batch_norm=False, bn_momentum=BN_MOMENTUM,
-                 name=None):
+def build_resnet(config, output_stride=32, drop_path_rate=None, sync_batch_norm=False,
+                 bn_momentum=BN_MOMENTUM, name=None):
   """Builds the modern ResNet of `config` as a functional model returning {stride: features}."""
+  del drop_path_rate  # this ResNet has no stochastic depth
   if output_stride not in (8, 16, 32):
     raise ValueError(f"ResNet output_stride must be 8, 16 or 32, got {output_stride}")
   if len(config.multi_grid) != config.blocks[3]:
@@ -110,18 +111,4 @@ def build_resnet(config, output_stride=32, sync_batch_norm=False, bn_momentum=BN
   return keras.Model(images, endpoints, name=name)
 
 
-def register_config(config_name, config):
-  """Registers a builder of `config` as backbone `config_name`."""
-  @BACKBONES.register(config_name)
-  def builder(output_stride=32, drop_path_rate=None, sync_batch_norm=False,
-              bn_momentum=BN_MOMENTUM, name=None):
-    del drop_path_rate  # this ResNet has no stochastic depth
-    return build_resnet(config, output_stride=output_stride, sync_batch_norm=sync_batch_norm,
-                        bn_momentum=bn_momentum, name=name or config_name)
-  builder.__name__ = f"build_{config_name}"
-  builder.__doc__ = f"Modern ResNet {config_name!r}; see the module docstring."
-  return builder
-
-
-for _name, _config in CONFIGS.items():
-  register_config(_name, _config)
+register_configs(CONFIGS, build_resnet)

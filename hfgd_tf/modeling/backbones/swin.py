@@ -23,7 +23,8 @@ import numpy as np
 import tensorflow as tf
 
 from hfgd_tf.config import BN_MOMENTUM
-from hfgd_tf.modeling.backbones import BACKBONES
+from hfgd_tf.modeling.backbones import check_output_stride_32, register_configs
+from hfgd_tf.modeling.backbones.stages import build_four_stages
 from hfgd_tf.modeling.layers.common import DropPath
 
 LN_EPSILON = 1e-5
@@ -225,44 +226,31 @@ def swin_block(x, name, num_heads, window_size, shift_size, drop_path_rate, mlp_
   return keras.layers.Add(name=f"{name}_add2")([x, y])
 
 
-def build_swin(config, drop_path_rate=None, name=None):
+def build_swin(config, output_stride=32, drop_path_rate=None, sync_batch_norm=False,
+               bn_momentum=BN_MOMENTUM, name=None):
   """Builds Swin of `config` as a functional model returning {4, 8, 16, 32: features}."""
-  if drop_path_rate is None:
-    drop_path_rate = config.drop_path_rate
-  rates = np.linspace(0.0, drop_path_rate, sum(config.depths)).tolist()
-  images = keras.Input((None, None, 3), name="images")
-  x = PadToMultiple(PATCH_SIZE, name="patch_embed_pad")(images)
-  x = keras.layers.Conv2D(config.embed_dim, PATCH_SIZE, strides=PATCH_SIZE,
-                          name="patch_embed_conv")(x)
-  x = _layer_norm("patch_embed_norm")(x)
-  endpoints = {}
-  block_index = 0
-  for stage, (depth, heads) in enumerate(zip(config.depths, config.num_heads), start=1):
-    if stage > 1:
-      x = PatchMergingGather(name=f"merge{stage}_gather")(x)
-      x = _layer_norm(f"merge{stage}_norm")(x)
-      x = keras.layers.Dense(x.shape[-1] // 2, use_bias=False, name=f"merge{stage}_reduction")(x)
-    for block in range(1, depth + 1):
-      shift = 0 if block % 2 == 1 else config.window_size // 2
-      x = swin_block(x, f"stage{stage}_block{block}", heads, config.window_size, shift,
-                     rates[block_index], config.mlp_ratio)
-      block_index += 1
-    endpoints[2 ** (stage + 1)] = x
-  return keras.Model(images, endpoints, name=name)
+  del sync_batch_norm, bn_momentum  # LayerNorm only
+  check_output_stride_32(name, output_stride)
+
+  def stem(images):
+    x = PadToMultiple(PATCH_SIZE, name="patch_embed_pad")(images)
+    x = keras.layers.Conv2D(config.embed_dim, PATCH_SIZE, strides=PATCH_SIZE,
+                            name="patch_embed_conv")(x)
+    return _layer_norm("patch_embed_norm")(x)
+
+  def downsample(x, stage):
+    x = PatchMergingGather(name=f"merge{stage}_gather")(x)
+    x = _layer_norm(f"merge{stage}_norm")(x)
+    return keras.layers.Dense(x.shape[-1] // 2, use_bias=False, name=f"merge{stage}_reduction")(x)
+
+  def block(x, stage, number, rate):
+    shift = 0 if number % 2 == 1 else config.window_size // 2  # odd blocks (from 1): regular
+    return swin_block(x, f"stage{stage}_block{number}", config.num_heads[stage - 1],
+                      config.window_size, shift, rate, config.mlp_ratio)
+
+  return build_four_stages(stem, downsample, block, config.depths,
+                           config.drop_path_rate if drop_path_rate is None else drop_path_rate,
+                           name=name)
 
 
-def register_config(config_name, config):
-  """Registers a builder of `config` as backbone `config_name`."""
-  @BACKBONES.register(config_name)
-  def builder(output_stride=32, drop_path_rate=None, sync_batch_norm=False,
-              bn_momentum=BN_MOMENTUM, name=None):
-    del sync_batch_norm, bn_momentum  # LayerNorm only
-    if output_stride != 32:
-      raise ValueError(f"{config_name} supports output_stride 32 only, got {output_stride}")
-    return build_swin(config, drop_path_rate=drop_path_rate, name=name or config_name)
-  builder.__name__ = f"build_{config_name}"
-  builder.__doc__ = f"{config_name}: {config}."
-
-
-for _name, _config in CONFIGS.items():
-  register_config(_name, _config)
+register_configs(CONFIGS, build_swin)

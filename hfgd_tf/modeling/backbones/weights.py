@@ -1,6 +1,9 @@
-"""Loads pretrained backbone weights from a local file (no network): `load_backbone_weights`.
+"""Loads pretrained backbone weights from a file (local or gs://, read through tf.io.gfile; no
+network: `pretrained.py` downloads): `load_backbone_weights`.
 
 Supported files, detected from the extension and the names inside:
+  * The original codebase's (iSeg's) released Keras 2 `.h5` files of ResNet-50/101, ConvNeXt(V2)
+    and Swin, by the original's layer names (map and format in `iseg_h5.py`);
   * Keras `.weights.h5` (Keras 3) and legacy `.h5` (`save_weights` of Keras 2 / the published
     keras.applications files):
       - of our own backbones (e.g. the backbone of a finished run, `backbone.save_weights(...)`);
@@ -33,8 +36,8 @@ mismatch -- is collected into ONE error naming each variable with expected and f
 """
 
 import dataclasses
+import io
 import json
-import os
 import re
 import struct
 from typing import Callable, Dict, List, Tuple
@@ -42,7 +45,10 @@ from typing import Callable, Dict, List, Tuple
 import h5py
 import keras
 import numpy as np
+import tensorflow as tf
 from absl import logging
+
+from hfgd_tf.modeling.backbones import iseg_h5
 
 
 @dataclasses.dataclass
@@ -65,7 +71,7 @@ _SAFETENSORS_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, 
 
 def read_safetensors(path):
   """{name: array} from a .safetensors file (BF16 is widened to float32)."""
-  with open(path, "rb") as f:
+  with tf.io.gfile.GFile(path, "rb") as f:
     (header_size,) = struct.unpack("<Q", f.read(8))
     header = json.loads(f.read(header_size))
     buffer = f.read()
@@ -93,7 +99,8 @@ def _read_torch(path):
   except ImportError as error:
     raise ImportError(f"reading {path} needs torch (an optional extra: pip install torch), or "
                       "convert the checkpoint to .safetensors first") from error
-  state = torch.load(path, map_location="cpu", weights_only=True)
+  with tf.io.gfile.GFile(path, "rb") as f:
+    state = torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=True)
   for wrapper in ("model", "state_dict"):
     if isinstance(state.get(wrapper), dict):
       state = state[wrapper]
@@ -112,11 +119,12 @@ def read_keras_h5(path):
       raise ValueError(f"{path}: layer name {layer_name!r} occurs twice; cannot map it")
     layers[layer_name] = arrays
 
-  with h5py.File(path, "r") as f:
-    if "layer_names" in f.attrs:  # legacy (Keras 2 style) format
-      for group_name in _decode(f.attrs["layer_names"]):
+  with tf.io.gfile.GFile(path, "rb") as stream, h5py.File(stream, "r") as f:
+    layer_names = iseg_h5.read_attribute_list(f.attrs, "layer_names")
+    if layer_names:  # legacy (Keras 2 style) format
+      for group_name in layer_names:
         by_layer: Dict[str, List[np.ndarray]] = {}
-        for weight_name in _decode(f[group_name].attrs["weight_names"]):
+        for weight_name in iseg_h5.read_attribute_list(f[group_name].attrs, "weight_names"):
           # "outer/inner/kernel:0" or "layer/kernel:0": the owning layer is the second-to-last part.
           parts = weight_name.split("/")
           owner = parts[-2] if len(parts) > 1 else group_name
@@ -301,6 +309,10 @@ def read_backbone_weights(path, slots):
   if lower.endswith((".pth", ".pt", ".bin")):
     return ("pytorch (official key names)",) + _convert_torch(_read_torch(path))
   if lower.endswith(".h5"):
+    with tf.io.gfile.GFile(path, "rb") as stream, h5py.File(stream, "r") as f:
+      original = iseg_h5.is_iseg_file(f)
+    if original:
+      return (iseg_h5.FORMAT,) + iseg_h5.read_iseg_h5(path)
     return ("keras h5",) + _convert_keras(read_keras_h5(path), slots)
   raise ValueError(f"{path}: unknown weight format; expected .weights.h5, .h5, .safetensors, .pth")
 
@@ -312,11 +324,34 @@ def load_backbone_weights(backbone, path, allow_partial=False) -> LoadReport:
   `allow_partial`; then those are skipped and listed in the returned report. Nothing is assigned
   when an error is raised.
   """
-  if not os.path.exists(path):
+  if not tf.io.gfile.exists(path):
     raise FileNotFoundError(path)
   slots = variable_slots(backbone)
   source_format, converted, unexpected, ignored = read_backbone_weights(path, slots)
   report = LoadReport(source_format, ignored=sorted(ignored))
+  assignments, problems = match_weights(slots, converted, unexpected)
+  if problems and not allow_partial:
+    raise ValueError(f"{path} does not match backbone {backbone.name!r} ({len(problems)} "
+                     "problems; pass allow_partial=True to skip them):\n  " + "\n  ".join(problems))
+  if not assignments:
+    raise ValueError(f"{path}: no variable of backbone {backbone.name!r} found in the file")
+  for variable, array in assignments:
+    variable.assign(array.astype(variable.dtype))
+    report.loaded.append(variable.path)
+  report.skipped = problems
+  logging.info("Loaded %d backbone variables from %s (%s); %d file entries ignored.",
+               len(report.loaded), path, source_format, len(report.ignored))
+  for problem in problems:
+    logging.warning("Skipped: %s", problem)
+  return report
+
+
+def match_weights(slots, converted, unexpected):
+  """([(variable, array)] of the same shapes, [problem]) from `read_backbone_weights`' results.
+
+  A problem is a variable the file lacks, a file entry no variable takes or a shape mismatch.
+  """
+  converted = dict(converted)
   problems, assignments = [], []
   for layer, variables in slots.items():
     for variable in variables:
@@ -333,17 +368,4 @@ def load_backbone_weights(backbone, path, allow_partial=False) -> LoadReport:
   problems += [f"{source}: shape {tuple(array.shape)} in the file, no variable {key!r} in the "
                "backbone" for key, (array, source) in converted.items()]
   problems += [f"{name}: in the file, not a variable of this backbone" for name in unexpected]
-  if problems and not allow_partial:
-    raise ValueError(f"{path} does not match backbone {backbone.name!r} ({len(problems)} "
-                     "problems; pass allow_partial=True to skip them):\n  " + "\n  ".join(problems))
-  if not assignments:
-    raise ValueError(f"{path}: no variable of backbone {backbone.name!r} found in the file")
-  for variable, array in assignments:
-    variable.assign(array.astype(variable.dtype))
-    report.loaded.append(variable.path)
-  report.skipped = problems
-  logging.info("Loaded %d backbone variables from %s (%s); %d file entries ignored.",
-               len(report.loaded), path, source_format, len(report.ignored))
-  for problem in problems:
-    logging.warning("Skipped: %s", problem)
-  return report
+  return assignments, problems

@@ -1,0 +1,169 @@
+"""Reads the original codebase's (iSeg's) backbone weight files into our backbones' variable keys.
+
+iSeg publishes its ImageNet backbones as Keras 2 legacy `.h5` weight files (`save_weights` of the
+backbone model): root attribute `layer_names` lists the model's direct sublayers (ResNet
+`conv1_1_conv` ... `conv5`, ConvNeXt `downsample_layers/i` and `stages/i`, Swin `patch_embed` and
+`layers/i`), and each such group's attribute `weight_names` lists its arrays, stored at
+`<layer>/<weight name>` (names holding `/` make nested HDF5 groups). Attributes over 64 KB are
+split into `name0`, `name1`, ...; tf-keras >= 2.13 adds an empty `top_level_model_weights` group,
+older Keras 2 does not.
+
+Each array is mapped by the original's layer name and the rest of its weight name (any prefix
+before the layer name is ignored, `:0` dropped) onto our layer/variable, exactly:
+
+  conv1_{i}_{conv,bn}                       -> stem_{i}_{conv,bn}
+  conv{s}/.../conv{s}_block{b}_0_{conv,bn}  -> stage{s-1}_block{b}_shortcut_{conv,bn}
+  conv{s}/.../conv{s}_block{b}_{k}_{conv,bn} -> stage{s-1}_block{b}_{k}_{conv,bn}   (k = 1, 2, 3)
+  downsample_layers/0/0, /0/1               -> stem_conv, stem_norm
+  downsample_layers/i/0, /i/1 (i > 0)       -> downsample{i+1}_norm, downsample{i+1}_conv
+  stages/i/j/{dwconv,norm,pwconv1,pwconv2}  -> stage{i+1}_block{j+1}_{same} (depthwise_kernel ->
+                                               kernel)
+  stages/i/j/gamma                          -> stage{i+1}_block{j+1}_layer_scale/gamma
+  stages/i/j/grn/{gamma,beta} (1,1,1,4C)    -> stage{i+1}_block{j+1}_grn/{gamma,beta} (4C,)
+  patch_embed/{proj,norm}                   -> patch_embed_{conv,norm}
+  layers/i/blocks/k/{norm1,norm2}           -> stage{i+1}_block{k+1}_{norm1,norm2}
+  layers/i/blocks/k/attn/{qkv,proj}         -> stage{i+1}_block{k+1}_attn_{qkv,proj}
+  layers/i/blocks/k/attn/relative_position_bias_table -> .._attn/relative_position_bias_table
+  layers/i/blocks/k/mlp/{fc1,fc2}           -> stage{i+1}_block{k+1}_{fc1,fc2}
+  layers/i/downsample/{norm,reduction}      -> merge{i+2}_{norm,reduction}
+
+The arrays are already in TF layouts. Swin's int64 `relative_position_index` buffers are compared
+with the standard index (ours is computed, not stored): equal ones are ignored, others reported.
+"""
+
+import re
+from typing import Dict, List, Tuple
+
+import h5py
+import numpy as np
+import tensorflow as tf
+
+from hfgd_tf.modeling.backbones.swin import relative_position_index
+
+FORMAT = "iseg h5 (the original codebase's Keras 2 weights)"
+
+# The direct sublayers of the original's backbones; a legacy h5 naming only these is an iSeg file.
+_LAYER_NAME = re.compile(r"conv1_\d_(conv|bn)|pool1_pool|conv[2-5]|downsample_layers/\d+|"
+                         r"stages/\d+|patch_embed|postional_dropout|layers/\d+")
+
+_SAME = {"kernel": "kernel", "bias": "bias", "gamma": "gamma", "beta": "beta",
+         "moving_mean": "moving_mean", "moving_variance": "moving_variance"}
+_CONV_BN = r"(kernel|gamma|beta|moving_mean|moving_variance)"  # conv kernel or a BN array
+
+
+def _flat(array):
+  return np.reshape(array, (-1,))  # GRN (1, 1, 1, C) -> (C,)
+
+
+# (pattern of "<layer name>/<rest of the weight name>", our layer from the match, {variable: ours},
+# {variable: layout change}); the pattern's last group is the variable name.
+_Rule = Tuple[str, object, Dict[str, str], Dict[str, object]]
+_RULES: List[_Rule] = [
+    (r"conv1_(\d)_(conv|bn)/" + _CONV_BN,
+     lambda m: f"stem_{m[1]}_{m[2]}", _SAME, {}),
+    (r"conv(\d)/(?:.*/)?conv\1_block(\d+)_0_(conv|bn)/" + _CONV_BN,
+     lambda m: f"stage{int(m[1]) - 1}_block{m[2]}_shortcut_{m[3]}", _SAME, {}),
+    (r"conv(\d)/(?:.*/)?conv\1_block(\d+)_([123])_(conv|bn)/" + _CONV_BN,
+     lambda m: f"stage{int(m[1]) - 1}_block{m[2]}_{m[3]}_{m[4]}", _SAME, {}),
+    (r"downsample_layers/0/0/(kernel|bias)", lambda m: "stem_conv", _SAME, {}),
+    (r"downsample_layers/0/1/(gamma|beta)", lambda m: "stem_norm", _SAME, {}),
+    (r"downsample_layers/(\d+)/0/(gamma|beta)",
+     lambda m: f"downsample{int(m[1]) + 1}_norm", _SAME, {}),
+    (r"downsample_layers/(\d+)/1/(kernel|bias)",
+     lambda m: f"downsample{int(m[1]) + 1}_conv", _SAME, {}),
+    (r"stages/(\d+)/(\d+)/dwconv/(depthwise_kernel|bias)",
+     lambda m: f"stage{int(m[1]) + 1}_block{int(m[2]) + 1}_dwconv",
+     {"depthwise_kernel": "kernel", "bias": "bias"}, {}),
+    (r"stages/(\d+)/(\d+)/(norm|pwconv1|pwconv2)/(gamma|beta|kernel|bias)",
+     lambda m: f"stage{int(m[1]) + 1}_block{int(m[2]) + 1}_{m[3]}", _SAME, {}),
+    (r"stages/(\d+)/(\d+)/grn/(gamma|beta)",
+     lambda m: f"stage{int(m[1]) + 1}_block{int(m[2]) + 1}_grn", _SAME,
+     {"gamma": _flat, "beta": _flat}),
+    (r"stages/(\d+)/(\d+)/(gamma)",
+     lambda m: f"stage{int(m[1]) + 1}_block{int(m[2]) + 1}_layer_scale", _SAME, {}),
+    (r"patch_embed/(proj|norm)/(kernel|bias|gamma|beta)",
+     lambda m: {"proj": "patch_embed_conv", "norm": "patch_embed_norm"}[m[1]], _SAME, {}),
+    (r"layers/(\d+)/blocks/(\d+)/(norm1|norm2)/(gamma|beta)",
+     lambda m: f"stage{int(m[1]) + 1}_block{int(m[2]) + 1}_{m[3]}", _SAME, {}),
+    (r"layers/(\d+)/blocks/(\d+)/attn/(qkv|proj)/(kernel|bias)",
+     lambda m: f"stage{int(m[1]) + 1}_block{int(m[2]) + 1}_attn_{m[3]}", _SAME, {}),
+    (r"layers/(\d+)/blocks/(\d+)/attn/(relative_position_bias_table)",
+     lambda m: f"stage{int(m[1]) + 1}_block{int(m[2]) + 1}_attn",
+     {"relative_position_bias_table": "relative_position_bias_table"}, {}),
+    (r"layers/(\d+)/blocks/(\d+)/mlp/(fc1|fc2)/(kernel|bias)",
+     lambda m: f"stage{int(m[1]) + 1}_block{int(m[2]) + 1}_{m[3]}", _SAME, {}),
+    (r"layers/(\d+)/downsample/(norm|reduction)/(gamma|beta|kernel)",
+     lambda m: f"merge{int(m[1]) + 2}_{m[2]}", _SAME, {}),
+]
+_INDEX = re.compile(r"layers/\d+/blocks/\d+/attn/relative_position_index")
+
+
+def read_attribute_list(attrs, name):
+  """The string list attribute `name`, joined from Keras 2's chunks `name0`, `name1`, ..."""
+  if name in attrs:
+    values = list(attrs[name])
+  else:
+    values, chunk = [], 0
+    while f"{name}{chunk}" in attrs:
+      values += list(attrs[f"{name}{chunk}"])
+      chunk += 1
+  return [v.decode("utf8") if isinstance(v, bytes) else str(v) for v in values]
+
+
+def is_iseg_file(h5_file):
+  """True for a legacy h5 whose `layer_names` are all direct sublayers of an iSeg backbone."""
+  names = read_attribute_list(h5_file.attrs, "layer_names")
+  return bool(names) and all(_LAYER_NAME.fullmatch(name) for name in names)
+
+
+def read_groups(h5_file):
+  """[(layer name, [(weight name, array), ...]), ...] in file order, read by the name lists."""
+  groups = []
+  for layer in read_attribute_list(h5_file.attrs, "layer_names"):
+    group = h5_file[layer]
+    groups.append((layer, [(name, np.asarray(group[name]))
+                           for name in read_attribute_list(group.attrs, "weight_names")]))
+  return groups
+
+
+def _relative_name(layer, weight_name):
+  """'<layer>/<rest>' without ':0' and without anything written before the layer's own name."""
+  name = re.sub(r":\d+$", "", weight_name)
+  start = name.rfind(layer + "/")
+  return name[start:] if start >= 0 else f"{layer}/{name}"
+
+
+def convert_groups(groups):
+  """[(layer, [(weight name, array)])] -> ({our key: (array, source)}, unexpected, ignored)."""
+  converted, unexpected, ignored = {}, [], []
+  for layer, weights in groups:
+    for weight_name, array in weights:
+      name = _relative_name(layer, weight_name)
+      source = f"{layer}/{weight_name}"
+      if _INDEX.fullmatch(name):
+        window = int(round(np.sqrt(array.shape[0]))) if array.ndim == 2 else 0
+        if window and np.array_equal(array, relative_position_index(window)):
+          ignored.append(source)
+        else:
+          unexpected.append(f"{source} (shape {array.shape}): not the standard relative position "
+                            "index that this backbone computes")
+        continue
+      for pattern, our_layer, variables, transforms in _RULES:
+        match = re.fullmatch(pattern, name)
+        if match:
+          part = match[match.lastindex]
+          key = f"{our_layer(match)}/{variables[part]}"
+          if key in converted:
+            unexpected.append(f"{source}: a second array for {key!r}")
+          else:
+            converted[key] = (transforms.get(part, np.asarray)(array), source)
+          break
+      else:
+        unexpected.append(source)
+  return converted, unexpected, ignored
+
+
+def read_iseg_h5(path):
+  """({our key: (array, source)}, unexpected, ignored) for an iSeg file at `path` (gfile paths)."""
+  with tf.io.gfile.GFile(path, "rb") as stream, h5py.File(stream, "r") as h5_file:
+    return convert_groups(read_groups(h5_file))
