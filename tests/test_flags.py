@@ -138,23 +138,3 @@ def test_each_experiment_gets_its_own_run_folder():
   explicit = _settings(f"--flagfile={first}", "--model_dir=/tmp/mine", mode="flops")
   assert explicit.train.model_dir == "/tmp/mine"
   assert explicit.train.checkpoint_dir == "/tmp/mine/checkpoints"
-
-
-@pytest.mark.parametrize("devices, capability, expected", [
-    ([], None, "none"), (["GPU"], (7, 0), "float16"), (["GPU"], (8, 0), "bfloat16"),
-    (["GPU"], (9, 0), "bfloat16")])
-def test_auto_precision_fits_the_device(monkeypatch, devices, capability, expected):
-  # pylint: disable=import-outside-toplevel
-  import tensorflow as tf
-
-  from hfgd_tf.distribution import resolve_mixed_precision
-  monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind: devices)
-  monkeypatch.setattr(tf.config.experimental, "get_device_details",
-                      lambda device: {"compute_capability": capability})
-  strategy = tf.distribute.get_strategy()
-  assert resolve_mixed_precision("auto", strategy) == expected
-  assert resolve_mixed_precision("float16", strategy) == "float16"
-  recipe = _settings(
-      f"--flagfile={ROOT}/experiments/pascal_context/hfgd-os4_r50_bs16-30k_pascal-context-59-513"
-      ".cfg", mode="flops")
-  assert recipe.train.mixed_precision == "auto"
