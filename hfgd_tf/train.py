@@ -27,7 +27,6 @@ training before anything is saved.
 
 import dataclasses
 import math
-import os
 import time
 
 import numpy as np
