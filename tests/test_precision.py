@@ -80,10 +80,12 @@ def _paper_settings(mode):
     ("predict", "hfgd_tf.checkpoints.restore_model"),
     ("export", "hfgd_tf.checkpoints.restore_model"),
     ("benchmark", "benchmarks.model_speed.build_subject"),
+    ("pretrain", "hfgd_tf.pretrain.ensure_pretrained_backbone"),
     ("flops", "hfgd_tf.modeling.model.build_model")])
 def test_every_mode_builds_a_paper_recipe_in_the_resolved_policy(monkeypatch, mode, builder):
   # On a GPU of compute capability 8.0 the recipes' auto means bfloat16 in every mode, so a model
-  # trained in bfloat16 is evaluated, exported and timed in it (not a KeyError: 'auto').
+  # trained in bfloat16 is evaluated, exported and timed in it (not a KeyError: 'auto'). Training
+  # goes through the Trainer's own prepare (test_prepare_... and tests/test_train.py).
   _fake_gpus(monkeypatch, ["GPU"], (8, 0))
   monkeypatch.setattr(builder, _record_policy)
   with pytest.raises(_Built, match="^mixed_bfloat16$"):
