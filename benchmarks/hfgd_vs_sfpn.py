@@ -127,7 +127,6 @@ def train_and_evaluate(settings, model_name, seed, run_dir):
       records.split_files(train_config.data_dir, train_config.eval_split),
       settings.eval.batch_size, settings.eval.eval_height, settings.eval.eval_width)
   recorder = _Recorder(eval_data, model_config.num_classes)
-  train_lib.set_seeds(seed, train_config.deterministic)
   trainer = train_lib.Trainer(model_config, train_config,
                               tf.distribute.OneDeviceStrategy("/cpu:0"), validation=recorder)
   start = time.time()

@@ -3,7 +3,6 @@
 import os
 
 import tensorflow as tf
-from absl import logging
 
 
 def create_strategy(distribution="one_device", tpu=None):
@@ -27,29 +26,6 @@ def create_strategy(distribution="one_device", tpu=None):
     return tf.distribute.TPUStrategy(resolver)
   raise ValueError(f"--distribution: unknown {distribution!r}; choose one_device, mirrored, "
                    "multi_worker or tpu")
-
-
-def resolve_mixed_precision(mixed_precision, strategy):
-  """The compute dtype `--mixed_precision=auto` stands for on this machine; other values as given.
-
-  auto: bfloat16 on TPUs and on GPUs of compute capability 8.0 or more (A100, H100: as fast as
-  float16, no loss scaling, the original's later choice there), float16 on older GPUs, float32
-  ("none") on CPUs, where float16 runs several times slower than float32. Logged once.
-  """
-  if mixed_precision != "auto":
-    return mixed_precision
-  gpus = tf.config.list_physical_devices("GPU")
-  if isinstance(strategy, tf.distribute.TPUStrategy):
-    resolved, reason = "bfloat16", "TPU"
-  elif gpus:
-    capability = min(tf.config.experimental.get_device_details(gpu).get(
-        "compute_capability", (0, 0)) for gpu in gpus)
-    resolved = "bfloat16" if capability >= (8, 0) else "float16"
-    reason = f"GPU compute capability {capability[0]}.{capability[1]}"
-  else:
-    resolved, reason = "none", "no GPU or TPU"
-  logging.info("--mixed_precision=auto: %s (%s).", resolved, reason)
-  return resolved
 
 
 def is_chief(strategy):

@@ -39,18 +39,16 @@ def _protocol(settings):
 def _model(settings, model):
   if model is not None:
     return model
+  from hfgd_tf import precision
   from hfgd_tf.checkpoints import restore_model
-  from hfgd_tf.train import set_precision
-  set_precision(settings.train.mixed_precision)  # compute as in training, e.g. the bf16 demo
+  precision.prepare(settings.train)  # compute as in training, e.g. the bf16 demo
   return restore_model(settings.model, settings.train.checkpoint_dir)
 
 
 def _pretrain(settings, strategy=None):
   """Pretrains the backbone (hfgd_tf/pretrain.py) in the run's precision; returns the weights."""
-  from hfgd_tf import pretrain
-  from hfgd_tf.distribution import resolve_mixed_precision
-  from hfgd_tf.train import set_precision
-  set_precision(resolve_mixed_precision(settings.train.mixed_precision, strategy))
+  from hfgd_tf import precision, pretrain
+  precision.prepare(settings.train, strategy)
   return pretrain.ensure_pretrained_backbone(
       pretrain.weights_path(settings.train.model_dir, settings.model.backbone),
       settings.model.backbone, settings.train.pretrain_steps)
@@ -72,14 +70,11 @@ def run_train(settings):
   from hfgd_tf.distribution import create_strategy, use_jit_compile
   from hfgd_tf.evaluation import PeriodicEval
   _prepare_data(settings)
-  train.set_seeds(settings.train.seed, settings.train.deterministic)
   strategy = create_strategy(settings.train.distribution, settings.train.tpu)
   resuming = latest_resume_point(settings.train.checkpoint_dir)[0] is not None
   if settings.train.pretrain_steps and not resuming:
     settings = dataclasses.replace(settings, train=dataclasses.replace(
         settings.train, backbone_weights=_pretrain(settings, strategy)))
-    # Pretraining seeds itself (its weights do not depend on --seed); the model does.
-    train.set_seeds(settings.train.seed, settings.train.deterministic)
   ids_ignore_label = settings.dataset_info.ids_ignore_label
   validation = PeriodicEval(_eval_source(settings), settings.model.num_classes,
                             settings.eval.eval_height, settings.eval.eval_width,
@@ -204,8 +199,10 @@ def run_benchmark(settings):
 
 def run_flops(settings):
   """FLOPs and parameters per paper component (or of backbones alone, --flops_backbones)."""
+  from hfgd_tf import precision
   from hfgd_tf.flops import format_backbone_complexity, format_complexity, model_complexity
   from hfgd_tf.modeling.model import build_model
+  precision.prepare(settings.train)
   height, width = settings.flops_size
   if settings.flops_backbones:
     logging.info("\n%s", format_backbone_complexity(settings.flops_backbones, height))

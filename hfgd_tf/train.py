@@ -27,11 +27,8 @@ training before anything is saved.
 
 import dataclasses
 import math
-import os
-import random
 import time
 
-import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
@@ -39,33 +36,17 @@ from absl import logging
 from hfgd_tf import bn_statistics, input_pipeline, summaries, visualize
 from hfgd_tf.checkpoints import latest_resume_point, model_state, optimizer_state
 from hfgd_tf.config import IGNORE_LABEL, FlagError
-from hfgd_tf.distribution import (is_chief, resolve_mixed_precision, use_jit_compile,
-                                  worker_dir)
+from hfgd_tf.distribution import is_chief, use_jit_compile, worker_dir
 from hfgd_tf.modeling.backbones.pretrained import load_pretrained
 from hfgd_tf.modeling.losses import segmentation_losses
 from hfgd_tf.modeling.model import build_model
 from hfgd_tf.optimization import build_optimizer, current_learning_rate, l2_variables
+from hfgd_tf.precision import prepare
 
 
 
 class TrainingDivergedError(RuntimeError):
   """The loss became NaN or Inf; the message names the step, the terms and the last checkpoint."""
-
-
-def set_seeds(seed, deterministic):
-  """Seeds Python, numpy, TF and Keras; with `deterministic`, also makes every op deterministic."""
-  os.environ["PYTHONHASHSEED"] = str(seed)
-  random.seed(seed)
-  np.random.seed(seed)
-  keras.utils.set_random_seed(seed)
-  if deterministic:
-    tf.config.experimental.enable_op_determinism()
-
-
-def set_precision(mixed_precision):
-  """Global Keras dtype policy; must run before the model is built."""
-  policy = {"none": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
-  keras.mixed_precision.set_global_policy(policy[mixed_precision])
 
 
 def replica_step(model, optimizer, model_config, images, labels, num_replicas=1, l2=(),
@@ -103,8 +84,7 @@ class Trainer:
 
   def __init__(self, model_config, train, strategy, palette=None, validation=None,
                ids_ignore_label=IGNORE_LABEL):
-    train = dataclasses.replace(
-        train, mixed_precision=resolve_mixed_precision(train.mixed_precision, strategy))
+    train = prepare(train, strategy)  # seeds, and the dtype policy before the model is built
     self.train_config = train
     self.ids_ignore_label = ids_ignore_label
     self.strategy = strategy
@@ -119,7 +99,6 @@ class Trainer:
     self.validation = validation
     self.chief = is_chief(strategy)
 
-    set_precision(train.mixed_precision)
     with strategy.scope():
       self.model = build_model(self.model_config)
       if latest_resume_point(train.checkpoint_dir)[0] is None:  # a resume restores them instead

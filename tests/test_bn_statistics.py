@@ -87,7 +87,6 @@ def data_dir(tmp_path_factory):
 def _train(data_dir, tmp_path, **overrides):
   config = tiny_train_config(data_dir, tmp_path, train_steps=3, learning_rate=1e-3,
                              shuffle_buffer=8, **overrides)
-  train_lib.set_seeds(1, False)
   trainer = train_lib.Trainer(TINY_MODEL, config, tf.distribute.OneDeviceStrategy("/cpu:0"))
   trainer.train()
   return trainer

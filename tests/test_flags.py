@@ -1,6 +1,7 @@
 """Flags: every flagfile under experiments/ parses into valid configs; bad values fail early with
 one message naming the flag (or path) at fault."""
 
+import dataclasses
 import glob
 import os
 import subprocess
@@ -9,8 +10,10 @@ import sys
 import pytest
 from absl import flags
 
+from hfgd_tf import config
 from hfgd_tf.flagfiles import expand_flagfiles
 from hfgd_tf.flags import define_all_flags, run_config_from_flags
+from hfgd_tf.flags.definitions import CONFIGS, flag_fields, flag_name
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGFILES = sorted(glob.glob(os.path.join(ROOT, "experiments", "**", "*.cfg"), recursive=True))
@@ -21,6 +24,86 @@ def _settings(*arguments, mode=None):
   define_all_flags(flag_values)
   flag_values(expand_flagfiles(["main.py", *arguments]))
   return run_config_from_flags(flag_values, mode or flag_values.mode)
+
+
+# Every flag of the hand-written flags.py this package replaced, by absl type: none may disappear
+# or change type (their defaults are the dataclasses', checked below).
+FLAGS_BY_TYPE = {
+    "float": "adamw_weight_decay aux_loss_weight bn_momentum cae_loss_weight car_c2c_threshold "
+             "car_c2p_threshold car_inter_loss_rate car_intra_loss_rate drop_path_rate "
+             "end_learning_rate head_bn_epsilon layerwise_lr_decay learning_rate max_scale "
+             "min_scale momentum poly_power scale_step weight_decay",
+    "bool": "align_corners allow_partial_weights benchmark_memory car_c2c_loss car_c2p_loss "
+            "car_intra_loss ce_average_valid_only checkpoint_input_pipeline deterministic "
+            "eval_after_train export_after_train export_overwrite flip hfgm hfgm_axial_attention "
+            "photometric_distortion predict_after_train random_brightness random_flip "
+            "validate_labels weight_decay_head_only",
+    "int": "axial_attention_heads backbone_output_stride batch_size benchmark_batch_size "
+           "benchmark_rounds benchmark_steps bn_recalibration_batches builtin_num_train "
+           "builtin_num_val cae_car_filters cae_kernel_size checkpoint_every crop_height "
+           "crop_width decoder_filters decoder_output_stride encoder_filters eval_batch_size "
+           "eval_every eval_height eval_width flops_height flops_width image_summary_every "
+           "log_every max_checkpoints_to_keep max_eval_examples pretrain_steps seed "
+           "shuffle_buffer steps_per_loop train_steps warmup_steps",
+    "string": "backbone backbone_weights checkpoint_dir data_dir dataset eval_split "
+              "experiment_name export_dir model_dir predict_input predict_output_dir "
+              "sliding_window tensorboard_dir tpu train_split",
+    "string enum": "decoder distribution encoder jit_compile mixed_precision mode optimizer "
+                   "warmup_schedule",
+    "comma separated list of strings": "flops_backbones scales",
+}
+
+
+def _defined_flags():
+  flag_values = flags.FlagValues()
+  define_all_flags(flag_values)
+  return flag_values
+
+
+def test_every_flag_keeps_its_name_and_type():
+  flag_values = _defined_flags()
+  for kind, names in FLAGS_BY_TYPE.items():
+    for name in names.split():
+      assert name in flag_values, name
+      assert flag_values[name].flag_type() == kind, name
+
+
+def test_each_flag_defaults_to_its_config_field():
+  flag_values = _defined_flags()
+  for config_class in CONFIGS:
+    for field in flag_fields(config_class):
+      default = flag_values[flag_name(field)].default
+      if field.metadata.get("from_dataset"):
+        assert default is None, field.name  # unset: the dataset's size
+      elif isinstance(field.default, tuple):
+        assert default == [str(value) for value in field.default], field.name
+      else:
+        assert default == field.default, field.name
+
+
+def test_every_config_field_is_a_flag_or_filled_otherwise():
+  flag_values = _defined_flags()
+  filled = {"ModelConfig": {"num_classes", "ignore_label", "sync_batch_norm"},
+            "AugmentConfig": {"ignore_label"}, "TrainConfig": {"augment"},
+            "RunSettings": {"model", "train", "eval", "dataset_info"}}
+  for config_class in CONFIGS:
+    names = {field.name for field in dataclasses.fields(config_class)}
+    flagged = {field.name for field in flag_fields(config_class)}
+    assert names - flagged == filled.get(config_class.__name__, set()), config_class
+    assert all(flag_name(field) in flag_values for field in flag_fields(config_class))
+  jit_compile = {config_class: next(field for field in dataclasses.fields(config_class)
+                                    if field.name == "jit_compile")
+                 for config_class in (config.EvalConfig, config.TrainConfig)}
+  assert jit_compile[config.EvalConfig].metadata["shared"]
+  assert jit_compile[config.EvalConfig].default == jit_compile[config.TrainConfig].default
+
+
+def test_encoder_and_decoder_values_are_the_registered_ones():
+  # pylint: disable=import-outside-toplevel
+  from hfgd_tf.modeling.decoders import decoder_names
+  from hfgd_tf.modeling.encoders import ENCODERS
+  assert config.ENCODERS == tuple(ENCODERS.names())
+  assert config.DECODERS == decoder_names()
 
 
 def test_there_are_flagfiles():
@@ -100,6 +183,16 @@ def test_main_rejects_unknown_enum_value_listing_the_allowed_ones():
   assert "Traceback" not in result.stderr
 
 
+def test_main_checks_the_flags_before_importing_tensorflow():
+  code = ("import atexit, sys; atexit.register(lambda: print('tensorflow' in sys.modules)); "
+          "sys.argv = ['main.py', '--batch_size=0']; import main; main.run()")
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                          env=dict(os.environ, PYTHONPATH=ROOT), timeout=120, check=False)
+  assert result.returncode != 0
+  assert result.stderr.strip().splitlines()[-1] == "error: --batch_size: must be > 0, got 0"
+  assert result.stdout.strip() == "False"
+
+
 def test_main_reports_a_missing_data_dir_in_one_line():
   result = _main("--dataset=coco_stuff", "--data_dir=/nonexistent")
   assert result.returncode != 0
@@ -138,23 +231,3 @@ def test_each_experiment_gets_its_own_run_folder():
   explicit = _settings(f"--flagfile={first}", "--model_dir=/tmp/mine", mode="flops")
   assert explicit.train.model_dir == "/tmp/mine"
   assert explicit.train.checkpoint_dir == "/tmp/mine/checkpoints"
-
-
-@pytest.mark.parametrize("devices, capability, expected", [
-    ([], None, "none"), (["GPU"], (7, 0), "float16"), (["GPU"], (8, 0), "bfloat16"),
-    (["GPU"], (9, 0), "bfloat16")])
-def test_auto_precision_fits_the_device(monkeypatch, devices, capability, expected):
-  # pylint: disable=import-outside-toplevel
-  import tensorflow as tf
-
-  from hfgd_tf.distribution import resolve_mixed_precision
-  monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind: devices)
-  monkeypatch.setattr(tf.config.experimental, "get_device_details",
-                      lambda device: {"compute_capability": capability})
-  strategy = tf.distribute.get_strategy()
-  assert resolve_mixed_precision("auto", strategy) == expected
-  assert resolve_mixed_precision("float16", strategy) == "float16"
-  recipe = _settings(
-      f"--flagfile={ROOT}/experiments/pascal_context/hfgd-os4_r50_bs16-30k_pascal-context-59-513"
-      ".cfg", mode="flops")
-  assert recipe.train.mixed_precision == "auto"

@@ -181,7 +181,6 @@ def test_a_training_step_and_an_eval_pass_through_each_adapter(tmp_path, name, e
       optimizer="adamw", learning_rate=1e-3, checkpoint_every=1, log_every=1,
       image_summary_every=100, shuffle_buffer=4, seed=0, validate_labels=True)
   with _mock(tmp_path / "data", name, data):
-    train_lib.set_seeds(0, False)
     validation = evaluation.PeriodicEval(
         ip.split_source(name, config.data_dir, eval_split), adapter.info.num_classes, 48, 48,
         batch_size=2)

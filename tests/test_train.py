@@ -32,7 +32,6 @@ def data_dir(tmp_path_factory):
 
 
 def _trainer(config, validation=None):
-  train_lib.set_seeds(config.seed, config.deterministic)
   return train_lib.Trainer(TINY_MODEL, config, tf.distribute.OneDeviceStrategy("/cpu:0"),
                            palette=[(i * 30, 0, 0) for i in range(7)], validation=validation)
 

@@ -37,7 +37,6 @@ def _trainer(data_dir, tmp_path, model_config=TINY, **overrides):
                 shuffle_buffer=8, seed=1, jit_compile="on", checkpoint_input_pipeline=False)
   values.update(overrides)
   config = TrainConfig(**values)
-  train_lib.set_seeds(config.seed, config.deterministic)
   return train_lib.Trainer(model_config, config, tf.distribute.OneDeviceStrategy("/cpu:0"))
 
 

@@ -49,7 +49,6 @@ def _weights(model):
 
 def mirrored(data_dir, work_dir):
   """Two steps on one device and on 2 replicas from the same weights and the same global batch."""
-  train_lib.set_seeds(3, deterministic=False)
   single = train_lib.Trainer(MODEL, _config(data_dir, os.path.join(work_dir, "single")),
                              tf.distribute.OneDeviceStrategy("/cpu:0"))
   initial = _weights(single.model)
@@ -88,7 +87,6 @@ def mirrored(data_dir, work_dir):
 def multi_worker(data_dir, work_dir):
   """Three steps as one of the workers in TF_CONFIG; saves this worker's weights."""
   task_id = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
-  train_lib.set_seeds(3, deterministic=False)
   strategy = create_strategy("multi_worker")
   trainer = train_lib.Trainer(
       MODEL, _config(data_dir, os.path.join(work_dir, "checkpoints"), train_steps=3,

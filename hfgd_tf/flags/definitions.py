@@ -1,0 +1,75 @@
+"""One absl flag per config field (hfgd_tf/config.py): the field's name, type, default and help, so
+each default is stated once, in its dataclass."""
+
+import dataclasses
+import typing
+
+from absl import flags
+
+from hfgd_tf.config import AugmentConfig, EvalConfig, ModelConfig, RunSettings, TrainConfig
+
+# Every config that flags fill, in the order they are defined.
+CONFIGS = (ModelConfig, TrainConfig, AugmentConfig, EvalConfig, RunSettings)
+_KINDS = {bool: "bool", int: "integer", float: "float", str: "string"}
+
+
+def flag_fields(config_class):
+  """The fields of `config_class` that a flag sets."""
+  return [field for field in dataclasses.fields(config_class)
+          if field.metadata.get("flag", True)]
+
+
+def flag_name(field):
+  return field.metadata.get("name") or field.name
+
+
+def _help(config_class, field):
+  doc = field.metadata.get("doc")
+  if callable(doc):  # help listing what is installed, e.g. the datasets
+    return doc()
+  return doc or f"{config_class.__name__}.{field.name} (see hfgd_tf/config.py)."
+
+
+def _kind(config_class, field):
+  """The absl DEFINE_<kind> of a field: given, enum with choices, else from its scalar type."""
+  if "kind" in field.metadata:
+    return field.metadata["kind"]
+  if field.metadata.get("choices"):
+    return "enum"
+  hint = typing.get_type_hints(config_class)[field.name]
+  types = [arg for arg in typing.get_args(hint) if arg is not type(None)]  # Optional[X] -> X
+  return _KINDS[types[0] if types else hint]
+
+
+def _validator(check):
+  def validate(value):
+    try:
+      check(value)
+    except ValueError as error:
+      raise flags.ValidationError(str(error)) from error
+    return True
+  return validate
+
+
+def define_flags(config_class, flag_values=flags.FLAGS):
+  """Defines the flag of each field of `config_class` (fields shared with another config are
+  defined by that one)."""
+  for field in flag_fields(config_class):
+    if field.metadata.get("shared"):
+      continue
+    name, kind = flag_name(field), _kind(config_class, field)
+    default = None if field.metadata.get("from_dataset") else field.default
+    if kind == "list":
+      default = [str(value) for value in default]
+    options = {"enum_values": field.metadata["choices"]} if kind == "enum" else {}
+    getattr(flags, f"DEFINE_{kind}")(name, default, help=_help(config_class, field),
+                                     flag_values=flag_values, **options)
+    if "validator" in field.metadata:
+      flags.register_validator(name, _validator(field.metadata["validator"]),
+                               flag_values=flag_values)
+
+
+def define_all_flags(flag_values=flags.FLAGS):
+  """Every flag main.py understands: one per field of every config."""
+  for config_class in CONFIGS:
+    define_flags(config_class, flag_values)
