@@ -6,7 +6,6 @@ every value and every combination before anything is built, naming the flag at f
 """
 
 import dataclasses
-import glob
 import os
 import typing
 
@@ -331,14 +330,15 @@ def _check_data_dir(train, dataset_info, needs_data, splits):
     if train.dataset == "builtin":
       train.data_dir = BUILTIN_DATA_DIR
     return
-  if "://" not in train.data_dir and os.path.isdir(train.data_dir):
+  from hfgd_tf.atomic_files import gfile  # pylint: disable=import-outside-toplevel
+  if gfile().isdir(train.data_dir):  # any TF filesystem: a local folder, gs://, ...
     _check_dataset_info(train.data_dir, dataset_info, splits)
-  if train.dataset == "builtin" or not needs_data or "://" in train.data_dir:
-    return  # The built-in dataset is generated on demand; remote folders (gs://) are not listed.
-  if not os.path.isdir(train.data_dir):
+  if train.dataset == "builtin" or not needs_data:
+    return  # The built-in dataset is generated on demand.
+  if not gfile().isdir(train.data_dir):
     _fail("data_dir", f"{train.data_dir} is not a folder")
   for split in splits:
-    if not glob.glob(records.split_files(train.data_dir, split)):
+    if not gfile().glob(records.split_files(train.data_dir, split)):
       _fail("data_dir", f"no {split}-*.tfrecord shards in {train.data_dir} (split of "
             f"dataset {dataset_info.name}; check --train_split/--eval_split)")
 
@@ -346,10 +346,12 @@ def _check_data_dir(train, dataset_info, needs_data, splits):
 def run_config_from_flags(flag_values=flags.FLAGS, mode="train"):
   """RunSettings from the flags; FlagError naming the flag for any bad or inconsistent value.
 
-  Needs no TensorFlow and builds nothing, so a wrong flagfile fails in a second.
+  Builds nothing, so a wrong flagfile fails in seconds; TensorFlow is imported only to look at
+  --data_dir and --backbone_weights (through tf.io.gfile, so gs:// paths are checked too).
   """
   # pylint: disable=import-outside-toplevel
   from datasets import get_dataset_info, tfds_adapters
+  from hfgd_tf.atomic_files import isfile
   dataset_info = get_dataset_info(flag_values.dataset)
   values = {name: flag_values[name].value for name in TrainConfig.__dataclass_fields__
             if name in flag_values}
@@ -400,7 +402,7 @@ def run_config_from_flags(flag_values=flags.FLAGS, mode="train"):
   if train.distribution == "multi_worker" and "TF_CONFIG" not in os.environ:
     _fail("distribution", "multi_worker needs the TF_CONFIG environment variable (cluster and "
           "task of this worker)")
-  if train.backbone_weights is not None and not os.path.isfile(train.backbone_weights):
+  if train.backbone_weights is not None and not isfile(train.backbone_weights):
     _fail("backbone_weights", f"{train.backbone_weights} does not exist")
   if train.pretrain_steps < 0:
     _fail("pretrain_steps", f"must be >= 0, got {train.pretrain_steps}")
