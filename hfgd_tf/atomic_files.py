@@ -70,8 +70,11 @@ def read_json(path):
 
 
 def temp_sibling(path):
-  """A fresh name beside `path` for writing it before it is moved into place."""
-  return f"{path}.{uuid.uuid4().hex[:12]}.tmp"
+  """A fresh hidden name beside `path` (`.<name>.<random>.tmp`) to write it before it is moved
+  into place. It does not start with `path`: ram:// takes `path` for a folder while a longer name
+  starting with it exists."""
+  name = os.path.basename(path.rstrip("/"))
+  return os.path.join(parent(path), f".{name}.{uuid.uuid4().hex[:12]}.tmp")
 
 
 def _move(temp, path):
