@@ -134,29 +134,29 @@ def publish_dir(temp_dir, final_dir, last_file):
   `last_file` goes first, then the rest of it, and the new files are copied in with `last_file`
   last, so a folder that holds `last_file` is complete (an interruption leaves one without it).
   """
-  io = gfile()
+  files = gfile()
   if is_local(final_dir):
-    if not io.exists(final_dir):
-      io.rename(temp_dir, final_dir)
+    if not files.exists(final_dir):
+      files.rename(temp_dir, final_dir)
       return
     old_dir = temp_sibling(final_dir)
-    io.rename(final_dir, old_dir)
+    files.rename(final_dir, old_dir)
     try:
-      io.rename(temp_dir, final_dir)
+      files.rename(temp_dir, final_dir)
     except BaseException:
-      io.rename(old_dir, final_dir)
+      files.rename(old_dir, final_dir)
       raise
-    io.rmtree(old_dir)
+    files.rmtree(old_dir)
     return
-  if io.exists(final_dir):
-    if io.exists(os.path.join(final_dir, last_file)):
-      io.remove(os.path.join(final_dir, last_file))
-    io.rmtree(final_dir)
+  if files.exists(final_dir):
+    if files.exists(os.path.join(final_dir, last_file)):
+      files.remove(os.path.join(final_dir, last_file))
+    files.rmtree(final_dir)
   names = []
-  for folder, _, files in io.walk(temp_dir):
+  for folder, _, names_here in files.walk(temp_dir):
     relative = folder[len(temp_dir):].lstrip("/")  # walk yields folders under temp_dir
-    io.makedirs(os.path.join(final_dir, relative))
-    names.extend(os.path.join(relative, name) for name in files)
+    files.makedirs(os.path.join(final_dir, relative))
+    names.extend(os.path.join(relative, name) for name in names_here)
   for name in sorted(names, key=lambda name: name == last_file):
-    io.copy(os.path.join(temp_dir, name), os.path.join(final_dir, name))
-  io.rmtree(temp_dir)
+    files.copy(os.path.join(temp_dir, name), os.path.join(final_dir, name))
+  files.rmtree(temp_dir)

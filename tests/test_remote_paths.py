@@ -102,13 +102,16 @@ def test_publish_dir_on_ram_replaces_an_old_folder_with_the_marker_file_last(ram
   assert not gfile.exists(temp)
 
 
-def _png_bytes(array):
+def _write_png(path, array):
   buffer = io.BytesIO()
   Image.fromarray(array).save(buffer, format="PNG")
-  return buffer.getvalue()
+  gfile.makedirs(os.path.dirname(path))  # ram:// lists only folders made as such
+  with gfile.GFile(path, "wb") as f:
+    f.write(buffer.getvalue())
 
 
-def test_convert_and_verify_a_raw_copy_in_a_bucket(ram, no_local_writes):  # pylint: disable=unused-argument
+@pytest.mark.usefixtures("no_local_writes")
+def test_convert_and_verify_a_raw_copy_in_a_bucket(ram):
   """A Cityscapes-layout raw copy on ram:// converts to ram:// and verifies there; the flag checks
   read its dataset_info.json there too."""
   rng = np.random.default_rng(0)
@@ -117,10 +120,9 @@ def test_convert_and_verify_a_raw_copy_in_a_bucket(ram, no_local_writes):  # pyl
     for index in range(count):
       stem = f"aachen_{index:06d}_000019"
       label = rng.choice(np.array([0, road, car], np.uint8), (6, 8))
-      atomic_files.write_bytes(f"{ram}/raw/gtFine/{split}/aachen/{stem}_gtFine_labelIds.png",
-                               _png_bytes(label))
-      atomic_files.write_bytes(f"{ram}/raw/leftImg8bit/{split}/aachen/{stem}_leftImg8bit.png",
-                               _png_bytes(rng.integers(0, 255, (6, 8, 3), np.uint8)))
+      _write_png(f"{ram}/raw/gtFine/{split}/aachen/{stem}_gtFine_labelIds.png", label)
+      _write_png(f"{ram}/raw/leftImg8bit/{split}/aachen/{stem}_leftImg8bit.png",
+                 rng.integers(0, 255, (6, 8, 3), np.uint8))
   info = convert.convert("cityscapes", f"{ram}/raw", f"{ram}/tfrecords")
   assert info["splits"]["train"]["num_examples"] == 3
   assert _files(f"{ram}/tfrecords") == [
@@ -138,7 +140,8 @@ def test_convert_and_verify_a_raw_copy_in_a_bucket(ram, no_local_writes):  # pyl
 
 
 @pytest.mark.slow
-def test_the_whole_chain_runs_in_a_bucket_and_writes_nothing_locally(ram, no_local_writes):  # pylint: disable=unused-argument
+@pytest.mark.usefixtures("no_local_writes")
+def test_the_whole_chain_runs_in_a_bucket_and_writes_nothing_locally(ram):
   data, run = f"{ram}/data", f"{ram}/run"
   common = ["--dataset=builtin", f"--data_dir={data}", f"--model_dir={run}",
             "--backbone=resnet_test", "--encoder_filters=16", "--cae_car_filters=16",
