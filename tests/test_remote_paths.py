@@ -7,6 +7,7 @@ import io
 import os
 import uuid
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -14,7 +15,7 @@ from absl import flags
 from PIL import Image
 
 from datasets import builtin, cityscapes, convert, dataset_info, records, verify
-from hfgd_tf import atomic_files, pretrain, runs, visualize
+from hfgd_tf import atomic_files, checkpoints, pretrain, runs, visualize
 from hfgd_tf.config import FlagError
 from hfgd_tf.flags import define_all_flags, run_config_from_flags
 
@@ -100,6 +101,17 @@ def test_publish_dir_on_ram_replaces_an_old_folder_with_the_marker_file_last(ram
                                       "variables/variables.index"]
   assert atomic_files.read_bytes(f"{ram}/export/saved_model.pb") == b"new"
   assert not gfile.exists(temp)
+
+
+def test_a_checkpoint_prefix_on_ram_restores_the_model(ram):
+  model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+  expected = [weight.numpy() for weight in model.weights]
+  prefix = tf.train.Checkpoint(model=checkpoints.model_state(model)).write(f"{ram}/ckpt-7")
+  for weight in model.weights:
+    weight.assign(tf.zeros_like(weight))
+  assert checkpoints.restore_model_weights(model, prefix) == prefix
+  for value, weight in zip(expected, model.weights):
+    np.testing.assert_array_equal(value, weight.numpy())
 
 
 def _write_png(path, array):
