@@ -10,6 +10,7 @@ Class names and colours are the ones every ADE20K-150 codebase uses (names as in
 import os
 
 from datasets import core
+from hfgd_tf import atomic_files
 from hfgd_tf.config import IGNORE_LABEL
 
 CLASS_NAMES = (
@@ -78,7 +79,7 @@ _SPLIT_FOLDERS = {"train": "training", "val": "validation"}
 
 def _root(raw_dir):
   nested = os.path.join(raw_dir, "ADEChallengeData2016")
-  return nested if os.path.isdir(os.path.join(nested, "annotations")) else raw_dir
+  return nested if atomic_files.gfile().isdir(os.path.join(nested, "annotations")) else raw_dir
 
 
 def list_examples(raw_dir, split):
@@ -86,10 +87,10 @@ def list_examples(raw_dir, split):
     raise core.ConversionError(f"ade20k has splits {sorted(_SPLIT_FOLDERS)}, not {split!r}")
   root = _root(raw_dir)
   label_dir = os.path.join(root, "annotations", _SPLIT_FOLDERS[split])
-  if not os.path.isdir(label_dir):
+  if not atomic_files.gfile().isdir(label_dir):
     raise core.ConversionError(f"missing label directory {label_dir}")
   examples = []
-  for name in sorted(os.listdir(label_dir)):
+  for name in atomic_files.listdir(label_dir):
     if not name.endswith(".png"):
       continue
     key = name[:-len(".png")]

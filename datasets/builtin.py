@@ -12,13 +12,13 @@ whatever the number of worker processes. The dataset goes through the same TFRec
 reader as the real datasets.
 """
 
-import json
 import math
 import os
 
 import numpy as np
 
 from datasets import core, records
+from hfgd_tf import atomic_files
 
 IMAGE_SIZE = 128
 CLASS_NAMES = ("background", "disc", "square", "triangle", "ring", "line", "dot")
@@ -227,19 +227,16 @@ def ensure_builtin_dataset(output_dir, seed=0, num_train=1000, num_val=200, num_
   generator = {"version": GENERATOR_VERSION, "seed": seed, "num_train": num_train,
                "num_val": num_val}
   info_path = records.info_path(output_dir)
-  if os.path.exists(info_path):
-    with open(info_path) as f:
-      _check_same_generator(output_dir, json.load(f).get("generator"), generator)
+  if atomic_files.gfile().exists(info_path):
+    _check_same_generator(output_dir, atomic_files.read_json(info_path).get("generator"),
+                          generator)
     return output_dir
   # Written before any shard, so resuming never mixes shards of two settings.
   marker_path = os.path.join(output_dir, GENERATOR_FILENAME)
-  if os.path.exists(marker_path):
-    with open(marker_path) as f:
-      _check_same_generator(output_dir, json.load(f), generator)
+  if atomic_files.gfile().exists(marker_path):
+    _check_same_generator(output_dir, atomic_files.read_json(marker_path), generator)
   else:
-    os.makedirs(output_dir, exist_ok=True)
-    with open(marker_path, "w") as f:
-      json.dump(generator, f)
+    atomic_files.write_json(marker_path, generator)
   tfrecord.write_dataset(
       INFO, {"train": work_items(seed, "train", num_train),
              "val": work_items(seed, "val", num_val)},

@@ -14,6 +14,7 @@ cityscapesScripts' createTrainIdLabelImgs or mmseg also holds `<stem>_gtFine_lab
 import os
 
 from datasets import core
+from hfgd_tf import atomic_files
 from hfgd_tf.config import IGNORE_LABEL
 
 # (name, labelId, colour) of the 19 evaluated classes, in trainId order.
@@ -54,15 +55,15 @@ _IMAGE_SUFFIX = "_leftImg8bit.png"
 
 def list_examples(raw_dir, split):
   label_root = os.path.join(raw_dir, "gtFine", split)
-  if not os.path.isdir(label_root):
+  if not atomic_files.gfile().isdir(label_root):
     raise core.ConversionError(f"missing label directory {label_root}")
   examples = []
-  for city in sorted(os.listdir(label_root)):
+  for city in atomic_files.listdir(label_root):
     city_dir = os.path.join(label_root, city)
-    if not os.path.isdir(city_dir):
+    if not atomic_files.gfile().isdir(city_dir):
       continue
     label_paths = {}
-    for name in sorted(os.listdir(city_dir)):
+    for name in atomic_files.listdir(city_dir):
       if name.endswith(TRAIN_ID_SUFFIX):
         label_paths.setdefault(name[:-len(TRAIN_ID_SUFFIX)], os.path.join(city_dir, name))
       elif name.endswith(_LABEL_SUFFIX):

@@ -17,6 +17,7 @@ train ids (0..170, 255): such files are used only for an id whose stuffthingmaps
 import os
 
 from datasets import core
+from hfgd_tf import atomic_files
 from hfgd_tf.config import IGNORE_LABEL
 
 THING_NAMES = (
@@ -78,7 +79,8 @@ def _label_dir(raw_dir, split):
                 os.path.join(raw_dir, "stuffthingmaps_trainval2017", f"{split}2017"),
                 os.path.join(raw_dir, f"{split}2017")]
   for candidate in candidates:
-    if os.path.isdir(candidate) and any(name.endswith(".png") for name in os.listdir(candidate)):
+    if atomic_files.gfile().isdir(candidate) and any(
+        name.endswith(".png") for name in atomic_files.listdir(candidate)):
       return candidate
   raise core.ConversionError(f"missing label directory: none of {', '.join(candidates)} holds "
                              "stuffthingmaps PNGs")
@@ -87,10 +89,10 @@ def _label_dir(raw_dir, split):
 def list_examples(raw_dir, split):
   label_dir = _label_dir(raw_dir, split)
   image_dir = os.path.join(raw_dir, "images", f"{split}2017")
-  if not os.path.isdir(image_dir):
+  if not atomic_files.gfile().isdir(image_dir):
     image_dir = os.path.join(raw_dir, f"{split}2017")
   label_paths = {}
-  for name in sorted(os.listdir(label_dir)):
+  for name in atomic_files.listdir(label_dir):
     if name.endswith(TRAIN_ID_SUFFIX):
       label_paths.setdefault(name[:-len(TRAIN_ID_SUFFIX)], os.path.join(label_dir, name))
     elif name.endswith(".png"):

@@ -1,17 +1,17 @@
 """What every dataset declares, and the helpers converters share to read raw files safely.
 
-Nothing here imports TensorFlow: converter worker processes load raw files with PIL and numpy and
-only the shard writer (`datasets/tfrecord.py`) needs TF.
+Raw files are read through tf.io.gfile (hfgd_tf/atomic_files.py), so a raw download in a bucket
+converts like a local one; importing this module does not import TensorFlow.
 """
 
 import dataclasses
 import io
-import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
 
+from hfgd_tf import atomic_files
 from hfgd_tf.config import IGNORE_LABEL
 
 
@@ -103,10 +103,9 @@ def voc_palette(num_classes):
 
 def read_file(path):
   try:
-    with open(path, "rb") as f:
-      return f.read()
+    return atomic_files.read_bytes(path)
   except OSError as e:
-    raise ConversionError(f"cannot read {path}: {e}") from e
+    raise ConversionError(str(e)) from e
 
 
 def load_image(path) -> Tuple[bytes, str, Tuple[int, int]]:
@@ -186,7 +185,7 @@ def read_id_list(path) -> List[str]:
 
 def require_file(path, what, for_path: Optional[str] = None):
   """Raises a ConversionError naming `path` (and what needed it) when the file is missing."""
-  if not os.path.isfile(path):
+  if not atomic_files.isfile(path):
     suffix = f" for {for_path}" if for_path else ""
     raise ConversionError(f"missing {what} {path}{suffix}")
 

@@ -1,4 +1,4 @@
-"""A converted folder's own description, `dataset_info.json`, read and checked without TensorFlow.
+"""A converted folder's own description, `dataset_info.json`, read and checked on any filesystem.
 
 The converter writes the file last (its presence means the conversion finished). Runs check it
 against the dataset they were asked for before building anything, so a Cityscapes folder passed
@@ -6,12 +6,12 @@ as `--dataset=pascal_context` is refused instead of trained with the wrong class
 the file (the authors' iDS records, hand-made folders) are not checked.
 """
 
-import glob
 import json
 import os
 from typing import Optional
 
 from datasets.records import FORMAT_VERSION, info_path
+from hfgd_tf import atomic_files
 
 
 class DataDirError(ValueError):
@@ -21,12 +21,13 @@ class DataDirError(ValueError):
 def read_info(data_dir) -> Optional[dict]:
   """The folder's `dataset_info.json` as a dict, or None when it has none."""
   path = info_path(data_dir)
-  if not os.path.isfile(path):
+  if not atomic_files.isfile(path):
     return None
   try:
-    with open(path, encoding="utf-8") as f:
-      content = json.load(f)
-  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    content = atomic_files.read_json(path)
+  except OSError as e:
+    raise DataDirError(str(e)) from e
+  except (UnicodeDecodeError, json.JSONDecodeError) as e:
     raise DataDirError(f"{path} is unreadable: {e}") from e
   if not isinstance(content, dict):
     raise DataDirError(f"{path} is not a JSON object")
@@ -59,7 +60,7 @@ def check_info(data_dir, info, splits=()) -> Optional[dict]:
     listed = content.get("splits", {}).get(split)
     if not listed:
       continue
-    found = len(glob.glob(os.path.join(data_dir, listed["file_pattern"])))
+    found = len(atomic_files.gfile().glob(os.path.join(data_dir, listed["file_pattern"])))
     if found != listed["num_shards"]:
       raise DataDirError(f"{path}: split {split} has {listed['num_shards']} shards, but "
                          f"{found} are in {data_dir} (an incomplete copy?)")

@@ -11,6 +11,8 @@ import zlib
 
 import numpy as np
 
+from hfgd_tf import atomic_files
+
 _MI_MATRIX = 14
 _MI_COMPRESSED = 15
 # Storage types of data sub-elements (the stored type may be narrower than the array class).
@@ -66,8 +68,7 @@ def _parse_matrix(data, endian):
 
 def load_variable(path, variable):
   """Returns the numeric array `variable` from the MAT v5 file at `path`."""
-  with open(path, "rb") as f:
-    data = f.read()
+  data = atomic_files.read_bytes(path)
   if len(data) < 128:
     raise MatFileError(f"{path} is too short to be a MAT file")
   endian_mark = data[126:128]

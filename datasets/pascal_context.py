@@ -27,6 +27,7 @@ import re
 import numpy as np
 
 from datasets import core, matlab
+from hfgd_tf import atomic_files
 from hfgd_tf.config import IGNORE_LABEL
 
 # (name, id in the 459-class labels.txt), in the standard 59-class order (alphabetical).
@@ -76,7 +77,7 @@ _NAME_ALIASES = {"airplane": "aeroplane", "diningtable": "table", "motorcycle": 
 def _voc_root(raw_dir):
   for candidate in (raw_dir, os.path.join(raw_dir, "VOC2010"),
                     os.path.join(raw_dir, "VOCdevkit", "VOC2010")):
-    if os.path.isdir(os.path.join(candidate, "JPEGImages")):
+    if atomic_files.gfile().isdir(os.path.join(candidate, "JPEGImages")):
       return candidate
   raise core.ConversionError(f"no JPEGImages/ under {raw_dir} (nor VOC2010/, VOCdevkit/VOC2010/)")
 
@@ -150,13 +151,13 @@ def png_lut(labels_file):
 
 def _mat_dir(raw_dir, voc_root):
   return next((d for d in (os.path.join(raw_dir, "trainval"), os.path.join(voc_root, "trainval"))
-               if os.path.isdir(d)), None)
+               if atomic_files.gfile().isdir(d)), None)
 
 
 def _official_examples(raw_dir, voc_root, mat_dir, split):
   for labels_txt in dict.fromkeys([os.path.join(raw_dir, "labels.txt"),
                                    os.path.join(os.path.dirname(mat_dir), "labels.txt")]):
-    if os.path.isfile(labels_txt):
+    if atomic_files.isfile(labels_txt):
       check_labels_txt(labels_txt)
   split_file = os.path.join(voc_root, "ImageSets", "Main", f"{split}.txt")
   return _examples(split_file, os.path.join(mat_dir, "{}.mat"),
@@ -178,7 +179,7 @@ def _examples(split_file, label_template, image_template, labels_file=None):
 
 def _png59_examples(raw_dir, split):
   labels_file = next((path for path in (os.path.join(raw_dir, name) for name in LABELS_FILES)
-                      if os.path.isfile(path)), None)
+                      if atomic_files.isfile(path)), None)
   if labels_file is None:
     raise core.ConversionError(
         f"{os.path.join(raw_dir, 'labels')}: no {' or '.join(LABELS_FILES)} in {raw_dir} gives "
@@ -191,7 +192,7 @@ def _png59_examples(raw_dir, split):
 
 
 def list_examples(raw_dir, split):
-  if os.path.isdir(os.path.join(raw_dir, "labels")):
+  if atomic_files.gfile().isdir(os.path.join(raw_dir, "labels")):
     examples = _png59_examples(raw_dir, split)
   else:
     voc_root = _voc_root(raw_dir)
@@ -199,7 +200,7 @@ def list_examples(raw_dir, split):
     mmseg_dir = os.path.join(voc_root, "SegmentationClassContext")
     if mat_dir is not None:
       examples = _official_examples(raw_dir, voc_root, mat_dir, split)
-    elif os.path.isdir(mmseg_dir):
+    elif atomic_files.gfile().isdir(mmseg_dir):
       examples = _examples(
           os.path.join(voc_root, "ImageSets", "SegmentationContext", f"{split}.txt"),
           os.path.join(mmseg_dir, "{}.png"), os.path.join(voc_root, "JPEGImages", "{}.jpg"))

@@ -121,7 +121,7 @@ def write_split(info: core.DatasetInfo, split, items: Sequence, output_dir,
   unsafe); `num_workers=1` writes in this process.
   """
   num_shards = num_shards or default_num_shards(len(items))
-  os.makedirs(output_dir, exist_ok=True)
+  tf.io.gfile.makedirs(output_dir)
   if num_shards > max(len(items), 1):
     raise ValueError(f"{split}: {num_shards} shards for {len(items)} examples")
   existing = set(tf.io.gfile.glob(os.path.join(output_dir, records.finished_shard_pattern(split))))

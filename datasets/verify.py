@@ -11,8 +11,6 @@ readable is reported once and the scan goes on with the next. Exit status 1 when
 problem. A progress bar goes to stderr.
 """
 
-import glob
-import os
 import sys
 from typing import List, Optional, Sequence
 
@@ -20,6 +18,7 @@ from absl import app, flags, logging
 
 import datasets
 from datasets import dataset_info, records
+from hfgd_tf import atomic_files
 
 FLAGS = flags.FLAGS
 
@@ -36,8 +35,8 @@ def define_flags():
 
 
 def _shards(data_dir, split):
-  return sorted(path for path in glob.glob(records.split_files(data_dir, split))
-                if os.path.isfile(path))
+  return sorted(path for path in atomic_files.gfile().glob(records.split_files(data_dir, split))
+                if not atomic_files.gfile().isdir(path))
 
 
 def verify(data_dir, dataset: Optional[str] = None, splits: Optional[Sequence[str]] = None,

@@ -8,13 +8,12 @@ Ignored pixels (255) are drawn black; a legend lists the classes and their colou
 required, so a bare run never overwrites the picture the README shows.
 """
 
-import json
-
 import numpy as np
 from absl import app, flags
 from PIL import Image, ImageDraw
 
 from datasets import builtin, records
+from hfgd_tf.atomic_files import read_json
 from hfgd_tf.visualize import colorize, write_png
 
 _OUTPUT = flags.DEFINE_string("output", None, "PNG file to write (required).", required=True)
@@ -58,8 +57,7 @@ def sample_grid(samples, palette, class_names, columns=3, tile=256):
 def _converted_samples(dataset_dir, split, count):
   """(image, label) arrays of the first `count` records and the dataset's palette and names."""
   from hfgd_tf import input_pipeline  # pylint: disable=import-outside-toplevel  (imports TF)
-  with open(records.info_path(dataset_dir)) as f:
-    info = json.load(f)
+  info = read_json(records.info_path(dataset_dir))
   samples = [(example["image"].numpy().astype(np.uint8), example["label"].numpy().astype(np.uint8))
              for example in input_pipeline.examples(records.split_files(dataset_dir, split)).take(
                  count)]

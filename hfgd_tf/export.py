@@ -13,21 +13,20 @@ inference BN is a per-channel affine map, so conv -> BN equals one conv with sca
 bias, which oneDNN and cuDNN fuse with the ReLU after it. Same logits to float rounding (~1e-6).
 
 `export_info.json` beside `saved_model.pb` records the classes, palette and protocol. The export is
-written to a temporary sibling directory and renamed into place, so the final path never holds a
-half-written model.
+written to a temporary sibling directory and moved into place (`atomic_files.publish_dir`), so the
+final path never holds a half-written model, on a local disk or in a bucket.
 """
 
 import dataclasses
 import json
 import os
-import shutil
-import tempfile
 from typing import Optional, Sequence
 
 import keras
 import tensorflow as tf
 from absl import logging
 
+from hfgd_tf import atomic_files
 from hfgd_tf.evaluation import SS_SCALES, multi_scale_logits
 from hfgd_tf.input_pipeline import normalize_image
 from hfgd_tf.modeling.layers.common import ConvNormAct
@@ -129,13 +128,10 @@ def export_saved_model(model, export_dir, scales=SS_SCALES, flip=False, window=N
   only once it is complete. class_names/palette (optional) go to export_info.json. Batch norm is
   folded into the convolutions unless `fold_batch_norm` is False.
   """
-  export_dir = os.path.abspath(export_dir)
-  if os.path.exists(export_dir) and not overwrite:
+  if tf.io.gfile.exists(export_dir) and not overwrite:
     raise FileExistsError(f"{export_dir} already exists; pass overwrite=True to replace it")
-  parent = os.path.dirname(export_dir)
-  os.makedirs(parent, exist_ok=True)
   module = SegmentationExport(model, scales, flip, window, fold_batch_norm)
-  temp_dir = tempfile.mkdtemp(dir=parent, prefix=os.path.basename(export_dir) + ".tmp-")
+  temp_dir = atomic_files.temp_sibling(export_dir)
   try:
     tf.saved_model.save(module, temp_dir, signatures={
         SERVING_SIGNATURE: module.class_map, PROBABILITIES_SIGNATURE: module.probabilities})
@@ -151,31 +147,14 @@ def export_saved_model(model, export_dir, scales=SS_SCALES, flip=False, window=N
         "window": window if window is None or isinstance(window, int) else list(window),
         "batch_norm_folded": bool(fold_batch_norm),
     }
-    with open(os.path.join(temp_dir, INFO_FILE), "w") as f:
-      json.dump(info, f, indent=2)
-    _move_into_place(temp_dir, export_dir)
+    with tf.io.gfile.GFile(os.path.join(temp_dir, INFO_FILE), "w") as f:
+      f.write(json.dumps(info, indent=2))
+    atomic_files.publish_dir(temp_dir, export_dir, last_file="saved_model.pb")
   except BaseException:
-    shutil.rmtree(temp_dir, ignore_errors=True)
+    if tf.io.gfile.exists(temp_dir):
+      tf.io.gfile.rmtree(temp_dir)
     raise
   logging.info("exported SavedModel to %s (scales %s, flip %s, window %s; signatures %s, %s)",
                export_dir, list(scales), flip, window, SERVING_SIGNATURE,
                PROBABILITIES_SIGNATURE)
   return export_dir
-
-
-def _move_into_place(temp_dir, export_dir):
-  """Renames the complete export to `export_dir`; an old export is renamed aside first and deleted
-  after, so `export_dir` is always either the old complete export, absent, or the new one."""
-  if not os.path.exists(export_dir):
-    os.rename(temp_dir, export_dir)
-    return
-  old_dir = tempfile.mkdtemp(dir=os.path.dirname(export_dir),
-                             prefix=os.path.basename(export_dir) + ".old-")
-  os.rmdir(old_dir)
-  os.rename(export_dir, old_dir)
-  try:
-    os.rename(temp_dir, export_dir)
-  except BaseException:
-    os.rename(old_dir, export_dir)
-    raise
-  shutil.rmtree(old_dir)

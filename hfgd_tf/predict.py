@@ -10,7 +10,7 @@ Outputs for `<dir>/<name>.<ext>`: `class_map/<name>.png` (uint8 class indices), 
 """
 
 import dataclasses
-import glob
+import io
 import os
 from typing import List, Sequence, Tuple, Union
 
@@ -19,7 +19,7 @@ import tensorflow as tf
 from absl import logging
 from PIL import Image
 
-from hfgd_tf import visualize
+from hfgd_tf import atomic_files, visualize
 from hfgd_tf.evaluation import SS_SCALES, multi_scale_logits
 from hfgd_tf.input_pipeline import IMAGE_PAD_VALUE, normalize_image
 
@@ -39,11 +39,11 @@ def list_inputs(inputs: Union[str, Sequence[str]]) -> List[str]:
   """A folder (its image files by extension), a glob pattern, or a list of paths -> sorted paths."""
   if not isinstance(inputs, str):
     return list(inputs)
-  if os.path.isdir(inputs):
-    paths = [os.path.join(inputs, name) for name in os.listdir(inputs)
+  if tf.io.gfile.isdir(inputs):
+    paths = [os.path.join(inputs, name) for name in atomic_files.listdir(inputs)
              if name.lower().endswith(IMAGE_EXTENSIONS)]
   else:
-    paths = [path for path in glob.glob(inputs) if os.path.isfile(path)]
+    paths = [path for path in tf.io.gfile.glob(inputs) if not tf.io.gfile.isdir(path)]
   if not paths:
     raise ValueError(f"no images found for {inputs!r} (give a folder, a glob pattern or paths)")
   return sorted(paths)
@@ -51,7 +51,7 @@ def list_inputs(inputs: Union[str, Sequence[str]]) -> List[str]:
 
 def read_image(path):
   """Any PIL-readable file -> uint8 RGB [H, W, 3]; raises on an unreadable or truncated file."""
-  with Image.open(path) as image:
+  with Image.open(io.BytesIO(atomic_files.read_bytes(path))) as image:
     image.load()
     return np.asarray(image.convert("RGB"))
 

@@ -12,7 +12,6 @@ as Keras `.weights.h5`, the format `--backbone_weights` loads.
   python main.py --mode=train --pretrain_steps=1500 ...         # pretrain, then train from them
 """
 
-import json
 import os
 import time
 
@@ -22,7 +21,7 @@ import tensorflow as tf
 from absl import logging
 
 from datasets import builtin
-from hfgd_tf import input_pipeline
+from hfgd_tf import atomic_files, input_pipeline
 from hfgd_tf.modeling.backbones import build_backbone
 
 PRETRAIN_SEED = 1  # the segmentation data is generated with seed 0
@@ -134,11 +133,8 @@ def ensure_pretrained_backbone(path, backbone_name, steps):
   Returns `path`."""
   settings = _settings(backbone_name, steps)
   record = f"{path}.json"
-  if os.path.exists(path):
-    existing = None
-    if os.path.exists(record):
-      with open(record) as f:
-        existing = json.load(f)
+  if tf.io.gfile.exists(path):
+    existing = atomic_files.read_json(record) if tf.io.gfile.exists(record) else None
     if existing != settings:
       raise ValueError(f"{path} holds a backbone pretrained with {existing}, not {settings}; "
                        "remove it or use another --model_dir")
@@ -147,12 +143,11 @@ def ensure_pretrained_backbone(path, backbone_name, steps):
   logging.info("Pretraining %s on built-in shapes for %d steps.", backbone_name, steps)
   start = time.time()
   backbone, accuracy = pretrain_backbone(backbone_name, steps)
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  partial = path[:-len(".weights.h5")] + ".incomplete.weights.h5"
-  backbone.save_weights(partial)
-  with open(record, "w") as f:
-    json.dump(settings, f)
-  os.replace(partial, path)
+  # Keras writes a .weights.h5 on a remote filesystem through a local temporary file of its own;
+  # the name must end in .weights.h5, so the temporary weights are <path>.incomplete.weights.h5.
+  with atomic_files.atomic_path(path, ".incomplete.weights.h5") as partial:
+    backbone.save_weights(partial)
+    atomic_files.write_json(record, settings)
   logging.info("Pretrained %s in %.0f s (shape accuracy %.3f); weights in %s.", backbone_name,
                time.time() - start, accuracy, path)
   return path

@@ -1,9 +1,11 @@
 """Class maps to pictures: palette colouring, blending over the image, and atomic PNG writing."""
 
+import io
+
 import numpy as np
 from PIL import Image
 
-from hfgd_tf.atomic_files import atomic_write
+from hfgd_tf.atomic_files import write_bytes
 from hfgd_tf.config import IGNORE_LABEL
 
 
@@ -31,10 +33,11 @@ def overlay(image_uint8, colour_mask, alpha=0.5):
 
 
 def write_png(path, array):
-  """Writes uint8 [H, W] (grey/indices) or [H, W, 3] (RGB) as PNG via a temporary file and a rename,
-  so a reader never sees a half-written file."""
-  with atomic_write(path, "wb") as f:
-    Image.fromarray(np.asarray(array, np.uint8)).save(f, format="PNG")
+  """Writes uint8 [H, W] (grey/indices) or [H, W, 3] (RGB) as PNG at `path` on any filesystem,
+  encoded in memory and written atomically, so a reader never sees a half-written file."""
+  buffer = io.BytesIO()
+  Image.fromarray(np.asarray(array, np.uint8)).save(buffer, format="PNG")
+  write_bytes(path, buffer.getvalue())
 
 
 def comparison_grid(images, labels, predictions, palette, gap=4):

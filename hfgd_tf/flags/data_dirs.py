@@ -1,12 +1,10 @@
 """What the flags point at must be there: the data folder (or prepared TFDS dataset) of the splits
 the mode reads, matching the dataset asked for, the backbone weights and predict's input."""
 
-import glob
-import os
-
 from datasets import records
 from datasets.tfds_adapters import is_tfds_name
 
+from hfgd_tf.atomic_files import gfile
 from hfgd_tf.flags.values import fail
 from hfgd_tf.modeling.backbones.iseg_release import check_spec as check_backbone_weights
 
@@ -47,14 +45,14 @@ def _check_data_dir(train, dataset_info, needs_data, splits):
       fail("data_dir", f"required for dataset={train.dataset} (the folder of its converted "
            "<split>-*.tfrecord shards; see datasets/convert.py)")
     return
-  if "://" not in train.data_dir and os.path.isdir(train.data_dir):
+  if gfile().isdir(train.data_dir):  # any TF filesystem: a local folder, gs://, ...
     _check_dataset_info(train.data_dir, dataset_info, splits)
-  if train.dataset == "builtin" or not needs_data or "://" in train.data_dir:
-    return  # The built-in dataset is generated on demand; remote folders (gs://) are not listed.
-  if not os.path.isdir(train.data_dir):
+  if train.dataset == "builtin" or not needs_data:
+    return  # The built-in dataset is generated on demand.
+  if not gfile().isdir(train.data_dir):
     fail("data_dir", f"{train.data_dir} is not a folder")
   for split in splits:
-    if not glob.glob(records.split_files(train.data_dir, split)):
+    if not gfile().glob(records.split_files(train.data_dir, split)):
       fail("data_dir", f"no {split}-*.tfrecord shards in {train.data_dir} (split of "
            f"dataset {dataset_info.name}; check --train_split/--eval_split)")
 

@@ -5,6 +5,7 @@ check `--backbone_weights=iseg[:<file>]` against `--backbone` in a second (downl
 import dataclasses
 import os
 
+from hfgd_tf import atomic_files
 from hfgd_tf.config import FlagError
 
 # Release downloads of github.com/edwardyehuang/iSeg (links in its backbones/README.md).
@@ -57,7 +58,7 @@ def check_spec(spec, backbone):
     return
   if is_iseg_spec(spec):
     release_file(spec, backbone)
-  elif "://" not in spec and not os.path.isfile(spec):  # remote files fail when loaded
+  elif not atomic_files.isfile(spec):  # any TF filesystem (gs://...)
     raise FlagError(f"--backbone_weights: {spec} does not exist")
 
 

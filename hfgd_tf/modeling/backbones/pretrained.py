@@ -11,25 +11,23 @@ Training a backbone the original publishes weights for from random ones logs one
 The cache follows `keras.utils.get_file`: `<cache dir>/models/<file>`, the cache dir being
 --weights_cache_dir or $KERAS_HOME or ~/.keras, so a file fetched by get_file is found; any
 tf.io.gfile path works (one shared gs:// folder serves every host of a multi-host job). A download
-goes to a uniquely named `<file>.part-*` beside its target, is checked (complete, an HDF5 file with
+goes to a uniquely named hidden temporary file beside its target (hfgd_tf/atomic_files.py), is checked (complete, an HDF5 file with
 the original's layer names), and only then renamed onto the target, so the target is either absent
 or complete; hosts downloading at the same time each rename a complete copy. The SHA-256 of the file
 loaded is written to `<checkpoint dir>/backbone_weights.json` with its source.
 """
 
-import contextlib
 import hashlib
 import http.client
-import json
 import os
 import urllib.error
 import urllib.request
-import uuid
 
 import h5py
 import tensorflow as tf
 from absl import logging
 
+from hfgd_tf import atomic_files
 from hfgd_tf.config import FlagError
 from hfgd_tf.modeling.backbones import iseg_h5
 from hfgd_tf.modeling.backbones.iseg_release import RELEASES, is_iseg_spec, release_file
@@ -54,25 +52,9 @@ def _is_iseg_h5(path):
     return False
 
 
-@contextlib.contextmanager
-def _atomic_gfile_path(path):
-  """Yields a unique temporary path beside `path` (any tf.io.gfile file system), renamed onto
-  `path` when the block ends; removed, leaving `path` as it was, on any error."""
-  parent = os.path.dirname(path)
-  if parent:
-    tf.io.gfile.makedirs(parent)
-  partial = f"{path}.part-{uuid.uuid4().hex}"
-  try:
-    yield partial
-    tf.io.gfile.rename(partial, path, overwrite=True)
-  finally:
-    if tf.io.gfile.exists(partial):
-      tf.io.gfile.remove(partial)
-
-
 def download(url, path, timeout=60):
   """Downloads `url` to `path` (gfile) through a temporary file; the target is never partial."""
-  with _atomic_gfile_path(path) as partial:
+  with atomic_files.atomic_path(path) as partial:
     with urllib.request.urlopen(url, timeout=timeout) as response:
       expected = response.headers.get("Content-Length")
       size = 0
@@ -122,9 +104,7 @@ def sha256(path):
 def write_record(directory, spec, path, url):
   """Writes <directory>/backbone_weights.json: what was loaded, from where, its SHA-256."""
   record = {"backbone_weights": spec, "file": path, "url": url, "sha256": sha256(path)}
-  with _atomic_gfile_path(os.path.join(directory, RECORD_NAME)) as partial:
-    with tf.io.gfile.GFile(partial, "w") as f:
-      f.write(json.dumps(record, indent=1) + "\n")
+  atomic_files.write_json(os.path.join(directory, RECORD_NAME), record, indent=1)
   return record
 
 

@@ -1,0 +1,200 @@
+"""Every file the project reads or writes goes through tf.io.gfile: TF's in-memory filesystem
+`ram://` stands in for a bucket (gs://). The whole chain (generate or convert, train, checkpoint,
+resume, eval, predict, export, verify) runs under ram:// in this process, from an empty working
+directory and an empty HOME that must stay empty; writes are atomic there too."""
+
+import io
+import os
+import uuid
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl import flags
+from PIL import Image
+
+from datasets import builtin, cityscapes, convert, dataset_info, records, verify
+from hfgd_tf import atomic_files, checkpoints, pretrain, runs, visualize
+from hfgd_tf.config import FlagError
+from hfgd_tf.flags import define_all_flags, run_config_from_flags
+
+gfile = tf.io.gfile
+
+
+@pytest.fixture(name="ram")
+def _ram():
+  """A fresh ram:// folder (the filesystem lives as long as the process)."""
+  return f"ram://{uuid.uuid4().hex}"
+
+
+@pytest.fixture(name="no_local_writes")
+def _no_local_writes(tmp_path, monkeypatch):
+  """Runs the test in an empty working directory with an empty HOME; both must stay empty."""
+  cwd, home = tmp_path / "cwd", tmp_path / "home"
+  cwd.mkdir()
+  home.mkdir()
+  monkeypatch.chdir(cwd)
+  monkeypatch.setenv("HOME", str(home))
+  yield
+  written = sorted(str(path) for folder in (cwd, home) for path in folder.rglob("*"))
+  assert not written, f"written locally: {written}"
+
+
+def _settings(*arguments, mode):
+  flag_values = flags.FlagValues()
+  define_all_flags(flag_values)
+  flag_values(["main.py", *arguments])
+  return run_config_from_flags(flag_values, mode)
+
+
+def _files(folder):
+  """Every file under `folder`, relative to it."""
+  return sorted(os.path.join(sub[len(folder):].lstrip("/"), name)
+                for sub, _, names in gfile.walk(folder) for name in names)
+
+
+def test_parent_keeps_urls():
+  assert atomic_files.parent("gs://bucket/runs/x") == "gs://bucket/runs"
+  assert atomic_files.parent("ram://x") == "ram://"
+  assert atomic_files.parent("runs/x/eval.json") == "runs/x"
+  assert atomic_files.parent("eval.json") == ""
+
+
+def test_atomic_writes_on_ram_replace_whole_files_and_leave_no_temporary(ram):
+  path = f"{ram}/a/b/results.json"
+  atomic_files.write_json(path, {"miou": 0.5})
+  atomic_files.write_json(path, {"miou": 0.6})
+  assert atomic_files.read_json(path) == {"miou": 0.6}
+  with pytest.raises(RuntimeError):
+    with atomic_files.atomic_write(path) as f:
+      f.write('{"miou": ')
+      raise RuntimeError("interrupted")
+  assert atomic_files.read_json(path) == {"miou": 0.6}
+  assert gfile.listdir(f"{ram}/a/b") == ["results.json"]
+
+
+def test_a_filesystem_that_cannot_rename_gets_the_finished_file_copied(ram, monkeypatch):
+  def unimplemented(*args, **kwargs):
+    raise tf.errors.UnimplementedError(None, None, "rename")
+  monkeypatch.setattr(tf.io.gfile, "rename", unimplemented)
+  visualize.write_png(f"{ram}/x.png", np.full((3, 4), 7, np.uint8))
+  with gfile.GFile(f"{ram}/x.png", "rb") as f:
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(f.read()))), 7)
+  assert gfile.listdir(ram) == ["x.png"]
+
+
+def test_publish_dir_on_ram_replaces_an_old_folder_with_the_marker_file_last(ram, monkeypatch):
+  for name, content in (("old.txt", "old"), ("saved_model.pb", "old")):
+    atomic_files.write_bytes(f"{ram}/export/{name}", content.encode())
+  temp = atomic_files.temp_sibling(f"{ram}/export")
+  for name in ("saved_model.pb", "variables/variables.index", "fingerprint.pb"):
+    atomic_files.write_bytes(f"{temp}/{name}", b"new")
+  copied = []
+  copy = tf.io.gfile.copy
+  monkeypatch.setattr(tf.io.gfile, "copy",
+                      lambda source, target, *a, **k: (copied.append(target),
+                                                       copy(source, target, *a, **k)))
+  atomic_files.publish_dir(temp, f"{ram}/export", "saved_model.pb")
+  assert copied[-1] == f"{ram}/export/saved_model.pb"
+  assert _files(f"{ram}/export") == ["fingerprint.pb", "saved_model.pb",
+                                      "variables/variables.index"]
+  assert atomic_files.read_bytes(f"{ram}/export/saved_model.pb") == b"new"
+  assert not gfile.exists(temp)
+
+
+def test_a_checkpoint_prefix_on_ram_restores_the_model(ram):
+  model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+  expected = [weight.numpy() for weight in model.weights]
+  prefix = tf.train.Checkpoint(model=checkpoints.model_state(model)).write(f"{ram}/ckpt-7")
+  for weight in model.weights:
+    weight.assign(tf.zeros_like(weight))
+  assert checkpoints.restore_model_weights(model, prefix) == prefix
+  for value, weight in zip(expected, model.weights):
+    np.testing.assert_array_equal(value, weight.numpy())
+
+
+def _write_png(path, array):
+  buffer = io.BytesIO()
+  Image.fromarray(array).save(buffer, format="PNG")
+  gfile.makedirs(os.path.dirname(path))  # ram:// lists only folders made as such
+  with gfile.GFile(path, "wb") as f:
+    f.write(buffer.getvalue())
+
+
+@pytest.mark.usefixtures("no_local_writes")
+def test_convert_and_verify_a_raw_copy_in_a_bucket(ram):
+  """A Cityscapes-layout raw copy on ram:// converts to ram:// and verifies there; the flag checks
+  read its dataset_info.json there too."""
+  rng = np.random.default_rng(0)
+  road, car = cityscapes.CLASSES[0][1], cityscapes.CLASSES[13][1]
+  for split, count in (("train", 3), ("val", 2)):
+    for index in range(count):
+      stem = f"aachen_{index:06d}_000019"
+      label = rng.choice(np.array([0, road, car], np.uint8), (6, 8))
+      _write_png(f"{ram}/raw/gtFine/{split}/aachen/{stem}_gtFine_labelIds.png", label)
+      _write_png(f"{ram}/raw/leftImg8bit/{split}/aachen/{stem}_leftImg8bit.png",
+                 rng.integers(0, 255, (6, 8, 3), np.uint8))
+  info = convert.convert("cityscapes", f"{ram}/raw", f"{ram}/tfrecords")
+  assert info["splits"]["train"]["num_examples"] == 3
+  assert _files(f"{ram}/tfrecords") == [
+      "dataset_info.json", "train-00000-of-00001.tfrecord", "val-00000-of-00001.tfrecord"]
+  assert verify.verify(f"{ram}/tfrecords") == []
+  assert dataset_info.read_info(f"{ram}/tfrecords")["name"] == "cityscapes"
+  with pytest.raises(FlagError, match=f"{ram}/tfrecords/dataset_info.json: the folder holds"):
+    _settings("--dataset=ade20k", f"--data_dir={ram}/tfrecords", mode="eval")
+  with pytest.raises(FlagError, match="no train-\\*.tfrecord shards"):
+    _settings("--dataset=cityscapes", f"--data_dir={ram}/raw", mode="train")
+  with pytest.raises(FlagError, match="is not a folder"):
+    _settings("--dataset=cityscapes", f"--data_dir={ram}/missing", mode="eval")
+  assert _settings("--dataset=cityscapes", f"--data_dir={ram}/tfrecords",
+                   mode="train").train.data_dir == f"{ram}/tfrecords"
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("no_local_writes")
+def test_the_whole_chain_runs_in_a_bucket_and_writes_nothing_locally(ram):
+  data, run = f"{ram}/data", f"{ram}/run"
+  common = ["--dataset=builtin", f"--data_dir={data}", f"--model_dir={run}",
+            "--backbone=resnet_test", "--encoder_filters=16", "--cae_car_filters=16",
+            "--decoder_filters=16", "--builtin_num_train=8", "--builtin_num_val=4",
+            "--crop_height=33", "--crop_width=33", "--batch_size=2", "--mixed_precision=none",
+            "--optimizer=adamw", "--log_every=1", "--checkpoint_every=2",
+            "--image_summary_every=2", "--eval_batch_size=2", "--shuffle_buffer=8"]
+
+  weights = runs.run(_settings(*common, "--pretrain_steps=2", mode="pretrain"))
+  assert weights["backbone_weights"] == pretrain.weights_path(run, "resnet_test")
+  assert _files(f"{run}/pretrain") == ["resnet_test.weights.h5", "resnet_test.weights.h5.json"]
+  settings = _settings(*common, f"--backbone_weights={weights['backbone_weights']}", mode="train")
+  assert settings.train.backbone_weights == f"{run}/pretrain/resnet_test.weights.h5"
+  with pytest.raises(FlagError, match="--backbone_weights"):
+    _settings(*common, f"--backbone_weights={run}/missing.weights.h5", mode="train")
+
+  assert runs.run(_settings(*common, "--train_steps=2", "--eval_after_train=false",
+                            mode="train"))["step"] == 2
+  assert tf.train.latest_checkpoint(f"{run}/checkpoints").endswith("ckpt-2")
+  results = runs.run(_settings(*common, "--train_steps=4", "--predict_after_train",
+                               "--export_after_train", mode="train"))
+  assert results["step"] == 4  # resumed at step 2
+  assert tf.train.latest_checkpoint(f"{run}/checkpoints").endswith("ckpt-4")
+  assert gfile.glob(f"{run}/checkpoints/tb/events.out.tfevents.*")
+  assert atomic_files.read_json(f"{run}/eval_results.json")["dataset"] == "builtin"
+  assert gfile.exists(f"{run}/demo.png") and len(gfile.glob(f"{run}/predict_inputs/*.png")) == 4
+  assert len(gfile.glob(f"{run}/predictions/overlay/*.png")) == 4
+
+  evaluation = runs.run(_settings(*common, "--mode=eval", mode="eval"))
+  assert 0.0 <= evaluation.mean_iou <= 1.0 and evaluation.num_images == 4
+  summary = runs.run(_settings(*common, f"--predict_input={run}/predict_inputs/00*.png",
+                               f"--predict_output_dir={ram}/more_predictions", mode="predict"))
+  assert len(summary.processed) == 4
+  assert len(gfile.glob(f"{ram}/more_predictions/class_map/*.png")) == 4
+  export_dir = runs.run(_settings(*common, f"--export_dir={ram}/exports/b", mode="export"))
+  assert export_dir == f"{ram}/exports/b"  # the log names it as given
+  assert gfile.listdir(f"{ram}/exports") == ["b"]  # no temporary folder left
+  served = tf.saved_model.load(export_dir).signatures["serving_default"](
+      images=tf.zeros([1, 40, 50, 3], tf.uint8))["class_map"]
+  assert served.shape == (1, 40, 50)
+  assert atomic_files.read_json(f"{run}/export/export_info.json")["class_names"] == list(
+      builtin.CLASS_NAMES)
+  assert verify.verify(data) == []
+  assert gfile.exists(records.info_path(data))
