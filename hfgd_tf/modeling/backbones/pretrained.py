@@ -11,9 +11,10 @@ Training a backbone the original publishes weights for from random ones logs one
 The cache follows `keras.utils.get_file`: `<cache dir>/models/<file>`, the cache dir being
 --weights_cache_dir or $KERAS_HOME or ~/.keras, so a file fetched by get_file is found; any
 tf.io.gfile path works (one shared gs:// folder serves every host of a multi-host job). A download
-goes to a uniquely named hidden temporary file beside its target (hfgd_tf/atomic_files.py), is checked (complete, an HDF5 file with
-the original's layer names), and only then renamed onto the target, so the target is either absent
-or complete; hosts downloading at the same time each rename a complete copy. The SHA-256 of the file
+goes to a uniquely named hidden temporary file beside its target (hfgd_tf/atomic_files.py), is
+checked (complete, an HDF5 file with the original's layer names), and only then renamed onto the
+target, so the target is either absent or complete; hosts downloading at the same time each rename
+a complete copy. The SHA-256 of the file
 loaded is written to `<checkpoint dir>/backbone_weights.json` with its source.
 """
 
