@@ -19,9 +19,9 @@ from absl import app, flags
 
 from hfgd_tf import runs
 from hfgd_tf.config import FlagError
+from hfgd_tf.data.sources import UnreadableRecordError
 from hfgd_tf.flagfiles import expand_flagfiles
 from hfgd_tf.flags import define_all_flags, run_config_from_flags
-from hfgd_tf.input_pipeline import UnreadableRecordError
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 DEMO_FLAGFILE = os.path.join(ROOT, "experiments", "builtin", "demo.cfg")

@@ -28,10 +28,10 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from hfgd_tf.evaluation import SS_SCALES, multi_scale_logits
-from hfgd_tf.input_pipeline import normalize_image
+from hfgd_tf.inference import SS_SCALES, multi_scale_logits
 from hfgd_tf.modeling.layers.common import ConvNormAct
 from hfgd_tf.modeling.model import build_model
+from hfgd_tf.ops import normalize_image
 
 SERVING_SIGNATURE = "serving_default"
 PROBABILITIES_SIGNATURE = "probabilities"

@@ -20,8 +20,8 @@ from absl import logging
 from PIL import Image
 
 from hfgd_tf import visualize
-from hfgd_tf.evaluation import SS_SCALES, multi_scale_logits
-from hfgd_tf.input_pipeline import IMAGE_PAD_VALUE, normalize_image
+from hfgd_tf.inference import SS_SCALES, multi_scale_logits
+from hfgd_tf.ops import IMAGE_PAD_VALUE, normalize_image
 
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 OUTPUT_KINDS = ("class_map", "colour", "overlay")
