@@ -19,7 +19,7 @@ from absl import logging
 from hfgd_tf.atomic_files import write_json
 from hfgd_tf.config import IGNORE_LABEL
 from hfgd_tf.data import pipeline
-from hfgd_tf.inference import SS_SCALES, multi_scale_logits
+from hfgd_tf.inference import SS_SCALES, class_map, model_logits
 
 
 class ConfusionMatrix(tf.Module):
@@ -104,19 +104,15 @@ def evaluate(model, dataset, num_classes, scales=SS_SCALES, flip=False, window=N
   """mIoU of `model` over one pass of `dataset` (batches as `pipeline.eval_dataset` yields).
 
   Each batch is distributed over the strategy's replicas (the default strategy when None) and runs
-  `multi_scale_logits` in one `tf.function` step; predictions are the argmax of the averaged logits,
-  compiled with XLA when `jit_compile` (once per batch shape).
+  the inference protocol (`inference.model_logits`) in one `tf.function` step; predictions are the
+  argmax of the averaged logits, compiled with XLA when `jit_compile` (once per batch shape).
   """
   strategy = strategy or tf.distribute.get_strategy()
   with strategy.scope():
     matrix = ConfusionMatrix(num_classes, ignore_label)
 
-  def model_fn(images):
-    return model(images, training=False)
-
   def predict(images):
-    return tf.argmax(multi_scale_logits(model_fn, images, scales, flip, window), -1,
-                     output_type=tf.int32)
+    return class_map(model_logits(model, images, scales, flip, window))
 
   predict = tf.function(predict, jit_compile=True) if jit_compile else predict
 
@@ -197,8 +193,7 @@ class PeriodicEval:
     self.dataset = pipeline.eval_dataset(
         file_pattern, batch_size, eval_height, eval_width, ignore_label=ignore_label,
         max_examples=max_examples, ids_ignore_label=ids_ignore_label)
-    self._predict = tf.function(lambda model, images: tf.argmax(
-        model(images, training=False), -1, output_type=tf.int32))
+    self._predict = tf.function(lambda model, images: class_map(model(images, training=False)))
 
   def evaluate(self, model):
     """{"miou", "pixel_accuracy"} over the eval split (padding and ignored pixels excluded)."""

@@ -112,3 +112,16 @@ def multi_scale_logits(model_fn, images, scales=SS_SCALES, flip=False, window=No
     total = direct + tf.reverse(mirrored, [2])
   return total / float(len(scales) * (2 if flip else 1))
 
+
+
+def model_logits(model, images, scales=SS_SCALES, flip=False, window=None):
+  """`multi_scale_logits` of a Keras segmentation `model` run for inference (training=False).
+
+  images: float32 [N, H, W, 3] normalised; returns float32 logits [N, H, W, K].
+  """
+  return multi_scale_logits(lambda x: model(x, training=False), images, scales, flip, window)
+
+
+def class_map(logits):
+  """The predicted class of every pixel: logits [N, H, W, K] -> int32 [N, H, W] (argmax)."""
+  return tf.argmax(logits, -1, output_type=tf.int32)

@@ -107,3 +107,22 @@ def test_the_data_path_imports_only_config_ops_and_itself_from_hfgd_tf():
              if module.startswith("hfgd_tf.data") for name in imports
              if name.startswith("hfgd_tf.") and not name.startswith("hfgd_tf.data")}
   assert reached <= allowed
+
+
+def test_evaluation_predict_and_export_run_the_one_inference_protocol():
+  """Each of the three imports hfgd_tf/inference.py, and only it names the protocol's parts."""
+  graph = import_graph()
+  assert all("hfgd_tf.inference" in graph[f"hfgd_tf.{name}"]
+             for name in ("evaluation", "predict", "export"))
+  protocol_parts = {"multi_scale_logits", "sliding_window_logits", "scaled_size"}
+  naming = set()
+  for folder, _, files in os.walk(os.path.join(ROOT, "hfgd_tf")):
+    for name in files:
+      path = os.path.join(folder, name)
+      if name.endswith(".py") and _module_name(path) != "hfgd_tf.inference":
+        tree = ast.parse(open(path, encoding="utf-8").read(), path)
+        if any(isinstance(node, (ast.Name, ast.alias, ast.FunctionDef, ast.Attribute))
+               and protocol_parts & {getattr(node, attr, None) for attr in ("id", "name", "attr")}
+               for node in ast.walk(tree)):
+          naming.add(_module_name(path))
+  assert naming == set()

@@ -1,6 +1,7 @@
 """The data path: stored examples -> batches of (normalised image, label), as the original fed HFGD.
 
-One example's way, module by module (each imports only those above it, and never the model):
+One example's way, module by module (no import cycles; of the library only `config` and `ops`,
+never the model: tests/test_imports.py):
   sources.py     where examples come from: TFRecord shards (file patterns, compression, sharding
                  over input pipelines), as an `ExampleSource`; `tfds_source.py` for a prepared
                  TensorFlow Datasets split;
