@@ -37,7 +37,7 @@ def main(argv):
   import_tensorflow_quietly()
   # pylint: disable=import-outside-toplevel  (they import TensorFlow)
   from hfgd_tf import runs
-  from hfgd_tf.input_pipeline import UnreadableRecordError
+  from hfgd_tf.data.sources import UnreadableRecordError
   try:
     check_inputs(settings)
     runs.run(settings)

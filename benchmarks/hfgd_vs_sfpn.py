@@ -36,8 +36,9 @@ tf = import_tensorflow_quietly()
 import keras
 
 from datasets import builtin, records
-from hfgd_tf import evaluation, input_pipeline, runs, visualize
+from hfgd_tf import evaluation, runs, visualize
 from hfgd_tf import train as train_lib
+from hfgd_tf.data import pipeline
 from hfgd_tf.flagfiles import expand_flagfiles
 from hfgd_tf.flags import define_all_flags, run_config_from_flags
 
@@ -123,7 +124,7 @@ def train_and_evaluate(settings, model_name, seed, run_dir):
   train_config = dataclasses.replace(
       settings.train, seed=seed, checkpoint_dir=os.path.join(run_dir, "checkpoints"),
       tensorboard_dir=os.path.join(run_dir, "tensorboard"))
-  eval_data = input_pipeline.eval_dataset(
+  eval_data = pipeline.eval_dataset(
       records.split_files(train_config.data_dir, train_config.eval_split),
       settings.eval.batch_size, settings.eval.eval_height, settings.eval.eval_width)
   recorder = _Recorder(eval_data, model_config.num_classes)

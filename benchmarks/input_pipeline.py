@@ -22,8 +22,8 @@ from hfgd_tf.quiet_import import import_tensorflow_quietly
 tf = import_tensorflow_quietly()
 
 from datasets import tfrecord  # pylint: disable=wrong-import-position  (after the quiet TF import)
-from hfgd_tf import input_pipeline  # pylint: disable=wrong-import-position
-from hfgd_tf.config import IGNORE_LABEL
+from hfgd_tf.config import IGNORE_LABEL, AugmentConfig
+from hfgd_tf.data import pipeline  # pylint: disable=wrong-import-position
 
 _NUM_IMAGES = flags.DEFINE_integer("num_images", 64, "Synthetic records to write.")
 _NUM_SHARDS = flags.DEFINE_integer("num_shards", 8, "Shard files they are spread over.")
@@ -75,11 +75,10 @@ def main(argv):
   with tempfile.TemporaryDirectory() as directory:
     pattern = _write_records(directory)
     crop = _CROP.value
-    train = input_pipeline.train_dataset(
-        pattern, _BATCH_SIZE.value, input_pipeline.AugmentConfig(crop_height=crop, crop_width=crop),
-        seed=0)
+    train = pipeline.train_dataset(
+        pattern, _BATCH_SIZE.value, AugmentConfig(crop_height=crop, crop_width=crop), seed=0)
     train_rate = _images_per_second(train, lambda batch: int(batch[0].shape[0]), _SECONDS.value)
-    evaluation = input_pipeline.eval_dataset(pattern, _BATCH_SIZE.value, crop, crop).repeat()
+    evaluation = pipeline.eval_dataset(pattern, _BATCH_SIZE.value, crop, crop).repeat()
     eval_rate = _images_per_second(evaluation, lambda batch: int(batch["image"].shape[0]),
                                    _SECONDS.value)
   print(f"train pipeline: {train_rate:.1f} images/s ({crop}x{crop} crops, batch "

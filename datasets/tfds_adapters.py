@@ -4,7 +4,7 @@ An adapter says which features of a prepared TFDS dataset hold the image, the la
 example id, maps raw label values to classes 0..K-1 / ignore with a lookup table (values it does not
 know stop the input pipeline, naming the example), and carries a DatasetInfo (class names, palette,
 crop and eval sizes) as the converted datasets do. Nothing here imports TensorFlow or
-tensorflow-datasets; reading is in `datasets/tfds_source.py`.
+tensorflow-datasets; reading is in `hfgd_tf/data/tfds_source.py`.
 
 * `tfds:cityscapes/semantic_segmentation`: `segmentation_label` is the raw gtFine labelIds image,
   mapped with `datasets/cityscapes.py`'s labelIds -> trainIds table (19 classes). Splits train,

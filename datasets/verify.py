@@ -48,7 +48,7 @@ def verify(data_dir, dataset: Optional[str] = None, splits: Optional[Sequence[st
   """
   # pylint: disable=import-outside-toplevel  (TensorFlow only once the flags are parsed)
   from datasets import tfrecord
-  from hfgd_tf import input_pipeline
+  from hfgd_tf.data import sources, unreadable
   content = dataset_info.read_info(data_dir) or {}
   name = dataset or content.get("name")
   if name is None:
@@ -89,8 +89,8 @@ def verify(data_dir, dataset: Optional[str] = None, splits: Optional[Sequence[st
           progress.advance(1)
 
       try:
-        input_pipeline.scan_shard(path, True, info.ids_ignore_label, info.num_classes, check)
-      except input_pipeline.UnreadableRecordError as error:
+        unreadable.scan_shard(path, True, info.ids_ignore_label, info.num_classes, check)
+      except sources.UnreadableRecordError as error:
         problems.append(str(error))
       if not total:
         progress.advance(1)

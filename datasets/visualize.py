@@ -56,10 +56,10 @@ def sample_grid(samples, palette, class_names, columns=3, tile=256):
 
 def _converted_samples(dataset_dir, split, count):
   """(image, label) arrays of the first `count` records and the dataset's palette and names."""
-  from hfgd_tf import input_pipeline  # pylint: disable=import-outside-toplevel  (imports TF)
+  from hfgd_tf.data import pipeline  # pylint: disable=import-outside-toplevel  (imports TF)
   info = read_json(records.info_path(dataset_dir))
   samples = [(example["image"].numpy().astype(np.uint8), example["label"].numpy().astype(np.uint8))
-             for example in input_pipeline.examples(records.split_files(dataset_dir, split)).take(
+             for example in pipeline.examples(records.split_files(dataset_dir, split)).take(
                  count)]
   return samples, info["palette"], info["class_names"]
 

@@ -62,6 +62,8 @@ def flag(default, doc=None, **options):
     kind, parse   for non-scalar fields: the absl flag kind ("list", "string") and a function from
                   the flag's value to the field's (ValueError: what is wrong);
     validator     checked when the flags are parsed (ValueError: what is wrong);
+    names_a_dataset  the value must be a known dataset, which the help lists (the flags check it:
+                  datasets/ imports this module);
     shared        the flag is another config's field of the same name and default (jit_compile).
   """
   return dataclasses.field(default=default, metadata={"doc": doc, **options})
@@ -70,20 +72,6 @@ def flag(default, doc=None, **options):
 def not_a_flag(**field_options):
   """A config field no flag sets (the dataset, the trainer or the flags' resolution fill it)."""
   return dataclasses.field(metadata={"flag": False}, **field_options)
-
-
-def _dataset_help():
-  # pylint: disable=import-outside-toplevel  (datasets imports this module)
-  from datasets import dataset_names
-  from datasets.tfds_adapters import ADAPTERS
-  return (f"Dataset: a converted one ({', '.join(dataset_names())}) or a prepared TensorFlow "
-          f"Datasets one ({', '.join(sorted(ADAPTERS))}). Gives num_classes, class names, palette "
-          "and the default crop and eval sizes.")
-
-
-def _known_dataset(name):
-  from datasets import get_dataset_info  # pylint: disable=import-outside-toplevel
-  get_dataset_info(name)  # ValueError naming the known ones
 
 
 def _parse_scales(values):
@@ -267,7 +255,9 @@ class EvalConfig:
 @dataclasses.dataclass
 class TrainConfig:
   """How to train: data, optimisation, distribution, checkpoints and logging."""
-  dataset: str = flag("builtin", _dataset_help, validator=_known_dataset)
+  dataset: str = flag("builtin", "Dataset: a converted one or a prepared TensorFlow Datasets one. "
+                       "Gives num_classes, class names, palette and the default crop and eval "
+                       "sizes.", names_a_dataset=True)
   data_dir: Optional[str] = flag(
       None, "Folder with <split>-*.tfrecord shards (datasets/convert.py output). For "
       f"dataset=builtin it is generated when missing (default {BUILTIN_DATA_DIR}); for tfds:... "

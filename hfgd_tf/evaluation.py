@@ -1,9 +1,5 @@
-"""Evaluation as the original did it: multi-scale + flip inference, sliding window, confusion-matrix
-mIoU.
-
-Inference (reference §1.4): for each scale the image is resized bilinearly (align_corners=True) to
-`scaled_size`, run whole or by sliding window, and the logits are resized back; raw logits (no
-softmax) are summed over scales and, with `flip`, over the mirrored image, then averaged.
+"""Evaluation as the original did it: the inference protocol (`inference.py`: multi-scale + flip,
+sliding window), confusion-matrix mIoU.
 
 Metric (reference §6.2): `cm[true, pred]` over the whole set, pixels labelled `ignore_label` and
 the padding outside each image's original size excluded; IoU_k = TP / (row + col - TP) and mIoU over
@@ -20,111 +16,10 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from hfgd_tf import input_pipeline
 from hfgd_tf.atomic_files import write_json
 from hfgd_tf.config import IGNORE_LABEL
-from hfgd_tf.ops import resize, spatial_size
-
-SS_SCALES = (1.0,)
-
-
-def scaled_size(size, scale):
-  """int(scale * size), plus 1 when `size` is odd and the result even (the original's pad_mode=1).
-
-  Keeping odd sides odd keeps align-corners grids aligned (513 -> 385 at 0.75, not 384). `size` is a
-  Python int or an int32 tensor (dynamic shapes); the product is taken in float64 like Python's.
-  """
-  if isinstance(size, (int, np.integer)):
-    new = int(scale * int(size))
-    return new + 1 if size % 2 == 1 and new % 2 == 0 else new
-  size = tf.convert_to_tensor(size, tf.int32)
-  new = tf.cast(tf.floor(tf.cast(size, tf.float64) * scale), tf.int32)
-  return new + tf.cast(tf.logical_and(size % 2 == 1, new % 2 == 0), tf.int32)
-
-
-def _window_offsets(length, window):
-  """(window, stride, count) along one side: window = min(window, length), stride = floor(2/3 w).
-
-  Offsets are 0, s, 2s, ... and one window flush with the end when the last does not reach it,
-  i.e. offset_i = min(i * s, length - window) for i < count = ceil((length - window) / s) + 1.
-  """
-  window = tf.minimum(window, length)
-  stride = tf.maximum(2 * window // 3, 1)
-  count = (length - window + stride - 1) // stride + 1
-  return window, stride, count
-
-
-def sliding_window_logits(model_fn, images, window):
-  """Logits of `model_fn` applied window by window, averaged where windows overlap.
-
-  images: float32 [N, H, W, 3]; window: int or (height, width); model_fn maps [N, h, w, 3] to logits
-  [N, h, w, K] at its input size. Windows run one at a time in a `tf.while_loop` (bounded memory,
-  and H, W may be unknown when traced); each window's logits are added to a zero canvas and the
-  canvas divided by how many windows covered each pixel. The first window runs before the loop so
-  the canvas takes its class count from the model.
-  """
-  window_h, window_w = (window, window) if isinstance(window, int) else window
-  height, width = tf.shape(images)[1], tf.shape(images)[2]
-  win_h, stride_h, count_h = _window_offsets(height, window_h)
-  win_w, stride_w, count_w = _window_offsets(width, window_w)
-
-  def window_logits(index):
-    """Logits of window `index` (row-major) placed on a zero canvas, and its 0/1 coverage.
-
-    The window is padded at the bottom/right to the canvas size, then rolled to its offset
-    (exact: a window never crosses the canvas edge). Both pad amounts and the crop size depend
-    only on shapes, so XLA sees them as compile-time constants; only the offsets change per window.
-    """
-    offset_y = tf.minimum(index // count_w * stride_h, height - win_h)
-    offset_x = tf.minimum(index % count_w * stride_w, width - win_w)
-    crop = tf.slice(images, [0, offset_y, offset_x, 0], [-1, win_h, win_w, -1])
-    logits = tf.cast(model_fn(crop), tf.float32)  # [N, win_h, win_w, K]
-    padding = [[0, height - win_h], [0, width - win_w]]
-    placed = tf.roll(tf.pad(logits, [[0, 0]] + padding + [[0, 0]]), [offset_y, offset_x],
-                     axis=[1, 2])  # [N, H, W, K]
-    placed.set_shape(images.shape[:3].concatenate(logits.shape[-1:]))
-    covered = tf.roll(tf.pad(tf.ones([win_h, win_w]), padding), [offset_y, offset_x], axis=[0, 1])
-    return placed, covered  # [N, H, W, K], [H, W]
-
-  def body(index, logit_sum, visits):
-    placed, covered = window_logits(index)
-    return index + 1, logit_sum + placed, visits + covered
-
-  _, logit_sum, visits = tf.while_loop(
-      lambda index, *_: index < count_h * count_w, body,
-      (tf.constant(1), *window_logits(tf.constant(0))), parallel_iterations=1)
-  return logit_sum / visits[None, :, :, None]
-
-
-def multi_scale_logits(model_fn, images, scales=SS_SCALES, flip=False, window=None):
-  """The original's `inference_with_multi_scales`: raw logits averaged over scales (and flips).
-
-  images: float32 [N, H, W, 3] normalised; returns float32 logits [N, H, W, K]. With `window` (int
-  or (height, width)), each scale runs by sliding window, the window clipped to the scaled size.
-  """
-  if not scales:
-    raise ValueError("scales must not be empty")
-  size = spatial_size(images)
-
-  def run(inputs):
-    if window is None:
-      return tf.cast(model_fn(inputs), tf.float32)
-    return sliding_window_logits(model_fn, inputs, window)
-
-  # The mirrored images ride in the same batch: half the model calls to trace, same arithmetic
-  # (inference is per sample).
-  inputs = tf.concat([images, tf.reverse(images, [2])], 0) if flip else images  # [N or 2N, H, W, 3]
-  total = None
-  for scale in scales:
-    if scale == 1.0:
-      logits = run(inputs)
-    else:
-      logits = resize(run(resize(inputs, [scaled_size(side, scale) for side in size])), size)
-    total = logits if total is None else total + logits
-  if flip:
-    direct, mirrored = tf.split(total, 2)  # [2N, H, W, K] -> 2 x [N, H, W, K]
-    total = direct + tf.reverse(mirrored, [2])
-  return total / float(len(scales) * (2 if flip else 1))
+from hfgd_tf.data import pipeline
+from hfgd_tf.inference import SS_SCALES, class_map, model_logits
 
 
 class ConfusionMatrix(tf.Module):
@@ -206,22 +101,18 @@ def iou_from_confusion(confusion_matrix, num_images=0):
 def evaluate(model, dataset, num_classes, scales=SS_SCALES, flip=False, window=None,
              strategy: Optional[tf.distribute.Strategy] = None, ignore_label=IGNORE_LABEL,
              log_every=50, jit_compile=False) -> EvalResults:
-  """mIoU of `model` over one pass of `dataset` (batches as `input_pipeline.eval_dataset` yields).
+  """mIoU of `model` over one pass of `dataset` (batches as `pipeline.eval_dataset` yields).
 
   Each batch is distributed over the strategy's replicas (the default strategy when None) and runs
-  `multi_scale_logits` in one `tf.function` step; predictions are the argmax of the averaged logits,
-  compiled with XLA when `jit_compile` (once per batch shape).
+  the inference protocol (`inference.model_logits`) in one `tf.function` step; predictions are the
+  argmax of the averaged logits, compiled with XLA when `jit_compile` (once per batch shape).
   """
   strategy = strategy or tf.distribute.get_strategy()
   with strategy.scope():
     matrix = ConfusionMatrix(num_classes, ignore_label)
 
-  def model_fn(images):
-    return model(images, training=False)
-
   def predict(images):
-    return tf.argmax(multi_scale_logits(model_fn, images, scales, flip, window), -1,
-                     output_type=tf.int32)
+    return class_map(model_logits(model, images, scales, flip, window))
 
   predict = tf.function(predict, jit_compile=True) if jit_compile else predict
 
@@ -299,11 +190,10 @@ class PeriodicEval:
     self.num_classes = num_classes
     self.ignore_label = ignore_label
     self.jit_compile = jit_compile
-    self.dataset = input_pipeline.eval_dataset(
+    self.dataset = pipeline.eval_dataset(
         file_pattern, batch_size, eval_height, eval_width, ignore_label=ignore_label,
         max_examples=max_examples, ids_ignore_label=ids_ignore_label)
-    self._predict = tf.function(lambda model, images: tf.argmax(
-        model(images, training=False), -1, output_type=tf.int32))
+    self._predict = tf.function(lambda model, images: class_map(model(images, training=False)))
 
   def evaluate(self, model):
     """{"miou", "pixel_accuracy"} over the eval split (padding and ignored pixels excluded)."""

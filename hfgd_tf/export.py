@@ -4,7 +4,7 @@ The SavedModel (plain `tf.saved_model.save` of a `tf.Module`, loadable with Tens
 project code) has two signatures, both taking `images`: uint8 [N, H, W, 3] of any N, H, W:
   serving_default -> {"class_map": int32 [N, H, W]}
   probabilities   -> {"class_map": int32 [N, H, W], "probabilities": float32 [N, H, W, K]}
-Inside: x*2/255 - 1, then `multi_scale_logits` with the export's scales, flip and window (the
+Inside: x*2/255 - 1, then `inference.model_logits` with the export's scales, flip and window (the
 single-scale or the MS+flip protocol), argmax / softmax at the input resolution. The same two
 functions are also attributes of the loaded object (`loaded.class_map(images)`, ...).
 
@@ -26,11 +26,11 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from hfgd_tf import atomic_files
-from hfgd_tf.evaluation import SS_SCALES, multi_scale_logits
-from hfgd_tf.input_pipeline import normalize_image
+from hfgd_tf import atomic_files, inference
+from hfgd_tf.inference import SS_SCALES
 from hfgd_tf.modeling.layers.common import ConvNormAct
 from hfgd_tf.modeling.model import build_model
+from hfgd_tf.ops import normalize_image
 
 SERVING_SIGNATURE = "serving_default"
 PROBABILITIES_SIGNATURE = "probabilities"
@@ -104,16 +104,14 @@ class SegmentationExport(tf.Module):
     image_spec = tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")
 
     def logits(images):  # uint8 [N, H, W, 3] -> float32 [N, H, W, K]
-      return multi_scale_logits(lambda x: model(x, training=False), normalize_image(images),
-                                scales, flip, window)
+      return inference.model_logits(model, normalize_image(images), scales, flip, window)
 
     def class_map(images):
-      return {"class_map": tf.argmax(logits(images), -1, output_type=tf.int32)}
+      return {"class_map": inference.class_map(logits(images))}
 
     def probabilities(images):
       values = logits(images)
-      return {"class_map": tf.argmax(values, -1, output_type=tf.int32),
-              "probabilities": tf.nn.softmax(values, -1)}
+      return {"class_map": inference.class_map(values), "probabilities": tf.nn.softmax(values, -1)}
 
     self.class_map = tf.function(class_map, input_signature=[image_spec])
     self.probabilities = tf.function(probabilities, input_signature=[image_spec])

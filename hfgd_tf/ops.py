@@ -1,6 +1,14 @@
-"""Tensor operations the model, the input pipeline and evaluation share."""
+"""Tensor operations the model, the data pipeline, evaluation, predict and export share."""
 
 import tensorflow as tf
+
+# Value that normalises to 0; the original's "mean pixel" for image padding.
+IMAGE_PAD_VALUE = 127.5
+
+
+def normalize_image(image):
+  """uint8 or float 0-255 -> float32 x*2/255 - 1 (so [0, 255] -> [-1, 1] and 127.5 -> 0)."""
+  return tf.cast(image, tf.float32) * (2.0 / 255.0) - 1.0
 
 
 def resize(images, size, align_corners=True, method="bilinear"):

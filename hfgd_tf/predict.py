@@ -1,9 +1,9 @@
 """Segment image files of any size: class-map, colourised and overlay PNGs at the input resolution.
 
-Images are normalised as in training/eval (x*2/255 - 1) and run through `multi_scale_logits`. A
-batch of several images is padded bottom/right to its largest image with 127.5 (0 after
-normalisation, the original's pad value) and each prediction cropped back; with batch=1 every image
-runs at its exact size, as the exported SavedModel does. An unreadable file is logged and skipped.
+Images are normalised as in training/eval (x*2/255 - 1) and run through the inference protocol
+(`inference.model_logits`). A batch of several images is padded bottom/right to its largest image
+with 127.5 (0 after normalisation, the original's pad value) and each prediction cropped back; with
+batch=1 every image runs at its exact size, as the exported SavedModel does. An unreadable file is logged and skipped.
 
 Outputs for `<dir>/<name>.<ext>`: `class_map/<name>.png` (uint8 class indices), `colour/<name>.png`
 (palette colours) and `overlay/<name>.png` (colours blended over the image).
@@ -19,9 +19,9 @@ import tensorflow as tf
 from absl import logging
 from PIL import Image
 
-from hfgd_tf import atomic_files, visualize
-from hfgd_tf.evaluation import SS_SCALES, multi_scale_logits
-from hfgd_tf.input_pipeline import IMAGE_PAD_VALUE, normalize_image
+from hfgd_tf import atomic_files, inference, visualize
+from hfgd_tf.inference import SS_SCALES
+from hfgd_tf.ops import IMAGE_PAD_VALUE, normalize_image
 
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 OUTPUT_KINDS = ("class_map", "colour", "overlay")
@@ -60,8 +60,7 @@ def class_map_function(model, scales=SS_SCALES, flip=False, window=None):
   """A tf.function: normalised float32 [N, H, W, 3] of any size -> int32 class map [N, H, W]."""
   @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
   def class_map(images):
-    logits = multi_scale_logits(lambda x: model(x, training=False), images, scales, flip, window)
-    return tf.argmax(logits, -1, output_type=tf.int32)
+    return inference.class_map(inference.model_logits(model, images, scales, flip, window))
   return class_map
 
 

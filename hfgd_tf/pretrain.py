@@ -21,8 +21,9 @@ import tensorflow as tf
 from absl import logging
 
 from datasets import builtin
-from hfgd_tf import atomic_files, input_pipeline
+from hfgd_tf import atomic_files
 from hfgd_tf.modeling.backbones import build_backbone
+from hfgd_tf.ops import normalize_image
 
 PRETRAIN_SEED = 1  # the segmentation data is generated with seed 0
 NUM_IMAGES = 2000
@@ -94,7 +95,7 @@ def pretrain_backbone(backbone_name, steps, num_images=NUM_IMAGES, batch_size=BA
     batch = _flip_each(_flip_each(batch, step_seed + 1, 2), step_seed + 2, 1)
     labels = tf.gather(shapes, index)
     with tf.GradientTape() as tape:
-      logits = model(input_pipeline.normalize_image(batch), training=True)
+      logits = model(normalize_image(batch), training=True)
       loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(
           labels, logits, from_logits=True))
       scaled = optimizer.scale_loss(loss)

@@ -27,7 +27,7 @@ def _prepare_data(settings):
 
 def _eval_source(settings):
   """The eval split's examples: converted shards, or a prepared TFDS split for tfds: datasets."""
-  from hfgd_tf.input_pipeline import split_source
+  from hfgd_tf.data.pipeline import split_source
   return split_source(settings.train.dataset, settings.train.data_dir, settings.train.eval_split)
 
 
@@ -98,7 +98,8 @@ def run_train(settings):
 
 def run_eval(settings, model=None):
   """mIoU with the configured protocol; per-class table on the console, JSON in model_dir."""
-  from hfgd_tf import evaluation, input_pipeline
+  from hfgd_tf import evaluation
+  from hfgd_tf.data import pipeline
   from hfgd_tf.distribution import create_strategy, use_jit_compile
   _prepare_data(settings)
   strategy = None
@@ -107,7 +108,7 @@ def run_eval(settings, model=None):
     with strategy.scope():
       model = _model(settings, None)
   ignore_label = settings.model.ignore_label
-  dataset = input_pipeline.eval_dataset(
+  dataset = pipeline.eval_dataset(
       _eval_source(settings), settings.eval.batch_size, settings.eval.eval_height,
       settings.eval.eval_width, ignore_label=ignore_label,
       max_examples=settings.eval.max_examples,
@@ -132,9 +133,10 @@ def _write_eval_images(settings, count=8):
   returns their folder."""
   import numpy as np
 
-  from hfgd_tf import input_pipeline, visualize
+  from hfgd_tf import visualize
+  from hfgd_tf.data import pipeline
   folder = os.path.join(settings.train.model_dir, "predict_inputs")
-  for index, example in enumerate(input_pipeline.examples(_eval_source(settings)).take(count)):
+  for index, example in enumerate(pipeline.examples(_eval_source(settings)).take(count)):
     visualize.write_png(os.path.join(folder, f"{index:03d}.png"),
                         np.clip(np.round(example["image"].numpy()), 0, 255).astype(np.uint8))
   return folder
@@ -143,15 +145,15 @@ def _write_eval_images(settings, count=8):
 def _write_comparison(settings, model, count=4):
   """Writes <model_dir>/demo.png: input | ground truth | prediction for the first eval images."""
   import numpy as np
-  import tensorflow as tf
 
-  from hfgd_tf import input_pipeline, visualize
-  batch = next(iter(input_pipeline.eval_dataset(_eval_source(settings), count,
-                                                settings.eval.eval_height,
-                                                settings.eval.eval_width)))
+  from hfgd_tf import visualize
+  from hfgd_tf.data import pipeline
+  from hfgd_tf.inference import class_map
+  batch = next(iter(pipeline.eval_dataset(_eval_source(settings), count,
+                                          settings.eval.eval_height, settings.eval.eval_width)))
   # The largest image's extent; smaller ones show their padding (ignore: black).
   height, width = int(max(batch["height"])), int(max(batch["width"]))
-  predictions = tf.argmax(model(batch["image"], training=False), -1)
+  predictions = class_map(model(batch["image"], training=False))
   images = np.clip(np.round((batch["image"].numpy() + 1.0) * 127.5), 0, 255).astype(np.uint8)
   path = os.path.join(settings.train.model_dir, "demo.png")
   visualize.write_png(path, visualize.comparison_grid(
@@ -190,11 +192,11 @@ def run_export(settings, model=None):
 
 def run_benchmark(settings):
   """Training and inference speed and peak memory against the SFPN baseline, as ratios."""
-  from benchmarks import model_speed
-  model_speed.run_benchmark(settings, steps=settings.benchmark_steps,
-                            rounds=settings.benchmark_rounds,
-                            batch_size=settings.benchmark_batch_size,
-                            memory=settings.benchmark_memory)
+  from hfgd_tf import benchmark
+  benchmark.run_benchmark(settings, steps=settings.benchmark_steps,
+                          rounds=settings.benchmark_rounds,
+                          batch_size=settings.benchmark_batch_size,
+                          memory=settings.benchmark_memory)
 
 
 def run_flops(settings):
@@ -224,17 +226,16 @@ def _naming_unreadable_records(settings):
   """A context in which an unreadable record of the shards the mode reads (training: both splits;
   otherwise the eval split, also the demo's predict inputs) ends the run with one error naming the
   shard and the record; checkpoints written before it stay as they are."""
-  from hfgd_tf import input_pipeline
+  from hfgd_tf.data.unreadable import naming_unreadable_records
   splits = ([settings.train.train_split] if settings.mode == "train" else []) + [
       settings.train.eval_split]
   patterns = ([records.split_files(settings.train.data_dir, split) for split in splits]
               if settings.train.data_dir and not is_tfds_name(settings.train.dataset) else [])
-  return input_pipeline.naming_unreadable_records(patterns,
-                                                  settings.dataset_info.ids_ignore_label)
+  return naming_unreadable_records(patterns, settings.dataset_info.ids_ignore_label)
 
 
 def run(settings):
-  """Runs `settings.mode`; an unreadable record ends it with input_pipeline.UnreadableRecordError
+  """Runs `settings.mode`; an unreadable record ends it with sources.UnreadableRecordError
   naming the shard and the record."""
   with _naming_unreadable_records(settings):
     return RUNNERS[settings.mode](settings)

@@ -33,9 +33,10 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from hfgd_tf import bn_statistics, input_pipeline, summaries, visualize
+from hfgd_tf import bn_statistics, summaries, visualize
 from hfgd_tf.checkpoints import latest_resume_point, model_state, optimizer_state
 from hfgd_tf.config import IGNORE_LABEL, FlagError
+from hfgd_tf.data import pipeline
 from hfgd_tf.distribution import is_chief, use_jit_compile, worker_dir
 from hfgd_tf.modeling.backbones.pretrained import load_pretrained
 from hfgd_tf.modeling.losses import segmentation_losses
@@ -159,8 +160,8 @@ class Trainer:
 
   def _dataset(self, input_context, seed):
     train = self.train_config
-    source = input_pipeline.split_source(train.dataset, train.data_dir, train.train_split)
-    return input_pipeline.train_dataset(
+    source = pipeline.split_source(train.dataset, train.data_dir, train.train_split)
+    return pipeline.train_dataset(
         source, train.batch_size, train.augment, seed=seed, input_context=input_context,
         shuffle_buffer=train.shuffle_buffer, validate_labels=train.validate_labels,
         num_classes=self.model_config.num_classes, ids_ignore_label=self.ids_ignore_label)

@@ -7,7 +7,7 @@ import types
 import numpy as np
 import pytest
 
-from benchmarks import model_speed
+from hfgd_tf import benchmark
 from hfgd_tf.config import AugmentConfig, EvalConfig, ModelConfig, TrainConfig
 
 MODEL = ModelConfig(num_classes=5, backbone="resnet_test", encoder_filters=16, cae_car_filters=16,
@@ -24,13 +24,13 @@ def _settings():
 @pytest.mark.slow
 def test_benchmark_interleaves_both_models_and_reports_ratios_beside_flops(monkeypatch):
   batches = []
-  build = model_speed.build_subject
+  build = benchmark.build_subject
 
   def recording_build(name, config, train, batch_size, *args):
     batches.append(batch_size)
     return build(name, config, train, batch_size, *args)
-  monkeypatch.setattr(model_speed, "build_subject", recording_build)
-  report = model_speed.run_benchmark(_settings(), steps=1, rounds=3, batch_size=1, memory=False)
+  monkeypatch.setattr(benchmark, "build_subject", recording_build)
+  report = benchmark.run_benchmark(_settings(), steps=1, rounds=3, batch_size=1, memory=False)
   assert batches == [1, 1]  # --benchmark_batch_size, not the recipe's 16
   for kind in ("train", "infer"):
     median, low, high = report[kind]["ratio"]
@@ -48,7 +48,7 @@ def test_interleaved_times_alternate_the_models_round_by_round(monkeypatch):
     return lambda: order.append(name) or np.float32(0)
   subjects = [types.SimpleNamespace(name=name, train=step(f"{name}/train"),
                                     infer=step(f"{name}/infer")) for name in ("a", "b")]
-  monkeypatch.setattr(model_speed, "matmul_peak", lambda: (step("matmul"), 1))
-  times = model_speed.interleaved_times(subjects, steps=1, rounds=2)
+  monkeypatch.setattr(benchmark, "matmul_peak", lambda: (step("matmul"), 1))
+  times = benchmark.interleaved_times(subjects, steps=1, rounds=2)
   assert order[10:] == ["a/train", "b/train", "a/infer", "b/infer", "matmul"] * 2  # after warm-up
   assert all(len(values) == 2 for kind in times.values() for values in kind.values())

@@ -15,7 +15,7 @@ from scipy import io as scipy_io  # the MAT reader's independent reference
 
 from datasets import (ade20k, builtin, coco_stuff, convert, core, matlab, pascal_context, records,
                       tfrecord)
-from hfgd_tf import input_pipeline as ip
+from hfgd_tf.data import pipeline
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -31,7 +31,7 @@ def _stats(paths):
 def _read_all(pattern):
   """Every example of the converted shards, keyed by filename: (image uint8, label int)."""
   examples = {}
-  for batch in ip.eval_dataset(pattern, 1, 128, 128):
+  for batch in pipeline.eval_dataset(pattern, 1, 128, 128):
     height, width = batch["height"][0].numpy(), batch["width"][0].numpy()
     image = np.round((batch["image"][0].numpy()[:height, :width] + 1) * 255 / 2).astype(np.uint8)
     examples[batch["filename"][0].numpy().decode()] = (image, batch["label"][0].numpy()[

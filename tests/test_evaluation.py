@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hfgd_tf import evaluation
+from hfgd_tf import evaluation, inference
 from hfgd_tf.config import ModelConfig
 from hfgd_tf.modeling.model import build_model
 
@@ -41,8 +41,8 @@ def pointwise_model(kernel_seed=0):
     (128, 0.5, 64), (7, 0.5, 3), (100, 1.25, 125), (33, 1.0, 33),
 ])
 def test_scaled_size_keeps_odd_sides_odd(size, scale, expected):
-  assert evaluation.scaled_size(size, scale) == expected
-  assert int(evaluation.scaled_size(tf.constant(size), scale)) == expected
+  assert inference.scaled_size(size, scale) == expected
+  assert int(inference.scaled_size(tf.constant(size), scale)) == expected
 
 
 def test_sliding_window_covering_the_image_equals_whole_image():
@@ -51,7 +51,7 @@ def test_sliding_window_covering_the_image_equals_whole_image():
   whole = model(images, training=False).numpy()
   for window in [(33, 45), 64]:
     np.testing.assert_array_equal(
-        evaluation.sliding_window_logits(lambda x: model(x, training=False), images,
+        inference.sliding_window_logits(lambda x: model(x, training=False), images,
                                          window).numpy(), whole)
 
 
@@ -59,7 +59,7 @@ def test_sliding_window_covering_the_image_equals_whole_image():
 def test_sliding_window_of_a_local_model_equals_whole_image(window):
   model_fn = pointwise_model()
   images = random_images((2, 37, 50, 3))
-  np.testing.assert_allclose(evaluation.sliding_window_logits(model_fn, images, window).numpy(),
+  np.testing.assert_allclose(inference.sliding_window_logits(model_fn, images, window).numpy(),
                              model_fn(images).numpy(), rtol=1e-5, atol=1e-6)
 
 
@@ -73,12 +73,12 @@ def test_sliding_window_offsets_and_graph_mode_with_unknown_size():
 
   rows, cols = np.mgrid[0:37, 0:31].astype(np.float32)
   images = tf.constant(np.stack([rows, cols, rows * 0], -1)[None])  # [1, 37, 31, 3]
-  out = evaluation.sliding_window_logits(record, images, 16)
+  out = inference.sliding_window_logits(record, images, 16)
   np.testing.assert_array_equal(out.numpy(), images.numpy())  # windows placed where they came from
   # 37: stride 10, offsets 0, 10, 20, then 21 flush with the end; 31: 0, 10 and 15.
   assert offsets == [(y, x, 16, 16) for y in (0, 10, 20, 21) for x in (0, 10, 15)]
 
-  traced = tf.function(lambda x: evaluation.sliding_window_logits(pointwise_model(), x, 16),
+  traced = tf.function(lambda x: inference.sliding_window_logits(pointwise_model(), x, 16),
                        input_signature=[tf.TensorSpec([None, None, None, 3])])
   for size in [(3, 40, 3), (21, 16, 3)]:
     x = random_images((2,) + size)
@@ -91,10 +91,10 @@ def test_flip_averages_the_mirrored_logits_flipped_back():
   (W - 1) / 2 everywhere; a flip-equivariant model gives its own single-scale result."""
   images = random_images((2, 5, 8, 3))
   ramp = tf.range(8, dtype=tf.float32)[None, None, :, None]
-  averaged = evaluation.multi_scale_logits(lambda x: x + ramp, images, flip=True)
+  averaged = inference.multi_scale_logits(lambda x: x + ramp, images, flip=True)
   np.testing.assert_allclose(averaged.numpy(), images.numpy() + 3.5, rtol=1e-6, atol=1e-6)
   model_fn = pointwise_model()
-  np.testing.assert_allclose(evaluation.multi_scale_logits(model_fn, images, flip=True).numpy(),
+  np.testing.assert_allclose(inference.multi_scale_logits(model_fn, images, flip=True).numpy(),
                              model_fn(images).numpy(), rtol=1e-6, atol=1e-6)
 
 
@@ -106,9 +106,9 @@ def test_scales_average_raw_logits_at_scaled_sizes():
 
   images = random_images((1, 33, 20, 3))
   scales = (0.5, 0.75, 1.0, 1.25)
-  expected = np.mean([evaluation.scaled_size(33, s) for s in scales])  # (17 + 25 + 33 + 41) / 4
+  expected = np.mean([inference.scaled_size(33, s) for s in scales])  # (17 + 25 + 33 + 41) / 4
   for flip in (False, True):
-    out = evaluation.multi_scale_logits(height_model, images, scales, flip=flip)
+    out = inference.multi_scale_logits(height_model, images, scales, flip=flip)
     assert out.shape == (1, 33, 20, 2)
     np.testing.assert_allclose(out.numpy(), expected)
 
@@ -118,13 +118,13 @@ def test_multi_scale_flip_of_the_real_model_on_a_symmetric_image_is_symmetric():
   half = random_images((1, 33, 20, 3)).numpy()
   symmetric = tf.constant(np.concatenate([half, half[:, :, ::-1]], 2))  # [1, 33, 40, 3]
   model_fn = lambda x: model(x, training=False)  # noqa: E731
-  logits = evaluation.multi_scale_logits(model_fn, symmetric, (0.75, 1.0), flip=True).numpy()
+  logits = inference.multi_scale_logits(model_fn, symmetric, (0.75, 1.0), flip=True).numpy()
   assert logits.shape == (1, 33, 40, NUM_CLASSES)
   np.testing.assert_allclose(logits, logits[:, :, ::-1], rtol=1e-5, atol=1e-5)
   # Without flip the tiny model is not symmetric, so the check above has teeth.
   single = model_fn(symmetric).numpy()
   assert np.abs(single - single[:, :, ::-1]).max() > 1e-3
-  windowed = evaluation.multi_scale_logits(model_fn, random_images((2, 35, 27, 3)), (0.5, 1.25),
+  windowed = inference.multi_scale_logits(model_fn, random_images((2, 35, 27, 3)), (0.5, 1.25),
                                            flip=True, window=(17, 24))
   assert windowed.shape == (2, 35, 27, NUM_CLASSES)
   assert np.all(np.isfinite(windowed.numpy()))
@@ -169,7 +169,7 @@ def test_confusion_matrix_and_iou_against_numpy():
 
 
 def padded_eval_batches(images, labels, sizes, batch_size):
-  """Batches like input_pipeline.eval_dataset: padding is 0 in images and 255 in labels."""
+  """Batches like pipeline.eval_dataset: padding is 0 in images and 255 in labels."""
   heights, widths = np.array(sizes).T
   for i, (height, width) in enumerate(sizes):
     images[i, height:] = 0
@@ -191,7 +191,7 @@ def test_evaluate_matches_argmax_of_multi_scale_logits_and_writes_results(tmp_pa
   dataset = padded_eval_batches(images, labels, sizes, batch_size=2)
   results = evaluation.evaluate(model, dataset, NUM_CLASSES, scales=(0.75, 1.0), flip=True)
 
-  logits = evaluation.multi_scale_logits(lambda x: model(x, training=False), tf.constant(images),
+  logits = inference.multi_scale_logits(lambda x: model(x, training=False), tf.constant(images),
                                          (0.75, 1.0), flip=True)
   expected = numpy_confusion(labels, np.argmax(logits.numpy(), -1), NUM_CLASSES, labels != 255)
   np.testing.assert_array_equal(results.confusion_matrix, expected)
@@ -226,10 +226,10 @@ def test_evaluate_on_the_builtin_eval_pipeline(tmp_path):
   """End to end on real eval batches (padded 128 -> 129, filenames included): every image and
   every real pixel is counted once, padding never."""
   from datasets import builtin, get_dataset_info  # pylint: disable=import-outside-toplevel
-  from hfgd_tf import input_pipeline  # pylint: disable=import-outside-toplevel
+  from hfgd_tf.data import pipeline  # pylint: disable=import-outside-toplevel
   info = get_dataset_info("builtin")
   data_dir = builtin.ensure_builtin_dataset(str(tmp_path / "builtin"), num_train=1, num_val=3)
-  dataset = input_pipeline.eval_dataset(os.path.join(data_dir, "val-*"), 2, *info.eval_size)
+  dataset = pipeline.eval_dataset(os.path.join(data_dir, "val-*"), 2, *info.eval_size)
   model = build_model(ModelConfig(num_classes=info.num_classes, backbone="resnet_test",
                                   encoder_filters=32, decoder_filters=16))
   results = evaluation.evaluate(model, dataset, info.num_classes)

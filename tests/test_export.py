@@ -15,9 +15,9 @@ import tensorflow as tf
 
 from hfgd_tf import export
 from hfgd_tf.config import ModelConfig
-from hfgd_tf.evaluation import multi_scale_logits
-from hfgd_tf.input_pipeline import normalize_image
+from hfgd_tf.inference import multi_scale_logits
 from hfgd_tf.modeling.model import build_model
+from hfgd_tf.ops import normalize_image
 
 NUM_CLASSES = 4
 PROTOCOLS = {

@@ -8,7 +8,9 @@ import tensorflow as tf
 from PIL import Image
 
 from datasets import core, tfrecord
-from hfgd_tf import input_pipeline as ip
+from hfgd_tf import ops
+from hfgd_tf.config import AugmentConfig
+from hfgd_tf.data import augment, pipeline
 
 # Label id -> grey level the test images use, so an image pixel tells which label it came from.
 CODES = {class_id: 20.0 + 30.0 * class_id for class_id in range(6)}
@@ -54,24 +56,24 @@ def _interior(label):
 
 
 def test_normalize_image_maps_pad_to_zero_and_range_to_unit():
-  values = ip.normalize_image(tf.constant([0.0, 127.5, 255.0])).numpy()
+  values = ops.normalize_image(tf.constant([0.0, 127.5, 255.0])).numpy()
   np.testing.assert_allclose(values, [-1.0, 0.0, 1.0], atol=1e-6)
-  assert ip.normalize_image(tf.constant([255], tf.uint8)).dtype == tf.float32
+  assert ops.normalize_image(tf.constant([255], tf.uint8)).dtype == tf.float32
 
 
 def test_scale_set_is_the_original_discrete_set():
-  np.testing.assert_allclose(ip.AugmentConfig().scales(), [0.5, 0.75, 1, 1.25, 1.5, 1.75, 2])
-  assert ip.AugmentConfig(min_scale=1, max_scale=1).scales().tolist() == [1.0]
+  np.testing.assert_allclose(AugmentConfig().scales(), [0.5, 0.75, 1, 1.25, 1.5, 1.75, 2])
+  assert AugmentConfig(min_scale=1, max_scale=1).scales().tolist() == [1.0]
 
 
 def test_random_scale_draws_every_scale_and_floors_the_size():
   """With a crop larger than 2x the image there is no crop: the labelled area is the scaled size."""
-  config = ip.AugmentConfig(crop_height=50, crop_width=50, random_brightness=False, flip=False)
+  config = AugmentConfig(crop_height=50, crop_width=50, random_brightness=False, flip=False)
   label = tf.zeros([20, 22], tf.int32)
   image = tf.fill([20, 22, 3], 40.0)
   sizes = set()
   for index in range(60):
-    _, out = ip.augment_example(image, label, config, tf.constant([3, index], tf.int64))
+    _, out = augment.augment_example(image, label, config, tf.constant([3, index], tf.int64))
     rows, cols = np.nonzero(out.numpy() != 255)
     sizes.add((rows.max() + 1, cols.max() + 1))
   expected = {(int(np.floor(s * 20)), int(np.floor(s * 22))) for s in config.scales()}
@@ -83,11 +85,11 @@ def test_augmentation_keeps_image_and_label_aligned_and_pads_correctly():
   example = _block_example(rng, 33, 41, "x")
   image = tf.cast(tf.io.decode_png(example.image_bytes, channels=3), tf.float32)
   label = tf.constant(example.label, tf.int32)
-  config = ip.AugmentConfig(crop_height=48, crop_width=48, random_brightness=False)
+  config = AugmentConfig(crop_height=48, crop_width=48, random_brightness=False)
   codes = np.array([CODES[k] for k in range(6)], np.float32)
   saw_pad = saw_flip_asymmetry = False
   for index in range(30):
-    out_image, out_label = ip.augment_example(image, label, config, tf.constant([9, index]))
+    out_image, out_label = augment.augment_example(image, label, config, tf.constant([9, index]))
     out_image, out_label = out_image.numpy(), out_label.numpy()
     assert out_image.shape == (48, 48, 3) and out_label.shape == (48, 48)
     assert set(np.unique(out_label)) <= set(range(6)) | {255}
@@ -106,11 +108,11 @@ def test_flip_and_crop_follow_the_seed_and_move_image_with_label():
   example = _block_example(rng, 40, 40, "x")
   image = tf.cast(tf.io.decode_png(example.image_bytes, channels=3), tf.float32)
   label = tf.constant(example.label, tf.int32)
-  config = ip.AugmentConfig(crop_height=24, crop_width=24, min_scale=1, max_scale=1,
+  config = AugmentConfig(crop_height=24, crop_width=24, min_scale=1, max_scale=1,
                             random_brightness=False)
   flips = 0
   for index in range(20):
-    out_image, out_label = ip.augment_example(image, label, config, tf.constant([4, index]))
+    out_image, out_label = augment.augment_example(image, label, config, tf.constant([4, index]))
     out_label = out_label.numpy()
     candidates = []
     for flipped in (False, True):
@@ -129,23 +131,23 @@ def test_flip_and_crop_follow_the_seed_and_move_image_with_label():
 def test_brightness_clips_at_256_and_photometric_does_not_clip():
   image = tf.concat([tf.zeros([16, 8, 3]), tf.fill([16, 8, 3], 255.0)], axis=1)
   label = tf.zeros([16, 16], tf.int32)
-  bright = ip.AugmentConfig(crop_height=16, crop_width=16, min_scale=1, max_scale=1, flip=False)
-  maxima = [ip.augment_example(image, label, bright, tf.constant([0, i]))[0].numpy().max()
+  bright = AugmentConfig(crop_height=16, crop_width=16, min_scale=1, max_scale=1, flip=False)
+  maxima = [augment.augment_example(image, label, bright, tf.constant([0, i]))[0].numpy().max()
             for i in range(20)]
   assert max(maxima) == 256.0  # 255 + delta clipped at 256, not 255
   assert min(maxima) < 256.0  # brightness applies with p=0.5 and delta may be negative
-  photometric = ip.AugmentConfig(crop_height=16, crop_width=16, min_scale=1, max_scale=1,
+  photometric = AugmentConfig(crop_height=16, crop_width=16, min_scale=1, max_scale=1,
                                  flip=False, random_brightness=False, photometric_distortion=True)
-  minima = [ip.augment_example(image, label, photometric, tf.constant([0, i]))[0].numpy().min()
+  minima = [augment.augment_example(image, label, photometric, tf.constant([0, i]))[0].numpy().min()
             for i in range(20)]
   assert min(minima) < 0.0  # contrast > 1 pushed 0 below 0 and nothing clipped it
 
 
 def test_train_dataset_batches_normalised_crops_deterministically(block_records):
-  config = ip.AugmentConfig(crop_height=32, crop_width=32)
+  config = AugmentConfig(crop_height=32, crop_width=32)
 
   def first_batches(seed):
-    ds = ip.train_dataset(block_records, 4, config, seed=seed, shuffle_buffer=8)
+    ds = pipeline.train_dataset(block_records, 4, config, seed=seed, shuffle_buffer=8)
     return [(images.numpy(), labels.numpy()) for images, labels in ds.take(3)]
 
   run_a, run_b, other = first_batches(7), first_batches(7), first_batches(8)
@@ -161,14 +163,15 @@ def test_train_dataset_batches_normalised_crops_deterministically(block_records)
 
 
 def test_train_dataset_repeats_and_shards_files_per_input_pipeline(block_records):
-  config = ip.AugmentConfig(crop_height=16, crop_width=16)
+  config = AugmentConfig(crop_height=16, crop_width=16)
   context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=1,
                                        num_replicas_in_sync=2)
-  ds = ip.train_dataset(block_records, 8, config, seed=0, input_context=context)
+  ds = pipeline.train_dataset(block_records, 8, config, seed=0, input_context=context)
   batches = list(ds.take(5))  # 20 > 12 examples in this pipeline's one file: it repeats
   assert batches[0][0].shape == (4, 16, 16, 3)  # per-replica batch 8 / 2
   with pytest.raises(ValueError, match="cannot be sharded"):
-    ip.train_dataset(block_records, 8, config, input_context=tf.distribute.InputContext(3, 0, 3))
+    pipeline.train_dataset(block_records, 8, config,
+                           input_context=tf.distribute.InputContext(3, 0, 3))
 
 
 def test_validate_labels_names_the_bad_example(tmp_path):
@@ -176,21 +179,21 @@ def test_validate_labels_names_the_bad_example(tmp_path):
   bad = _block_example(rng, 20, 20, "bad_one")
   bad.label[0, 0] = 9
   path = _write_records(tmp_path / "bad.tfrecord", [bad])
-  config = ip.AugmentConfig(crop_height=16, crop_width=16)
-  ds = ip.train_dataset(path, 1, config, seed=0, validate_labels=True, num_classes=6)
+  config = AugmentConfig(crop_height=16, crop_width=16)
+  ds = pipeline.train_dataset(path, 1, config, seed=0, validate_labels=True, num_classes=6)
   with pytest.raises(tf.errors.InvalidArgumentError, match="bad_one"):
     next(iter(ds))
   # Without validation the same record goes through.
-  assert next(iter(ip.train_dataset(path, 1, config, seed=0)))[0].shape == (1, 16, 16, 3)
+  assert next(iter(pipeline.train_dataset(path, 1, config, seed=0)))[0].shape == (1, 16, 16, 3)
 
 
 def test_eval_dataset_pads_and_keeps_sizes_and_names(block_records):
-  ds = ip.eval_dataset(block_records, 5, 36, 44)
+  ds = pipeline.eval_dataset(block_records, 5, 36, 44)
   batches = list(ds)
   assert [b["image"].shape[0] for b in batches] == [5, 5, 5, 5, 4]
   names = [n.decode() for b in batches for n in b["filename"].numpy()]
   assert sorted(names) == sorted(f"ex{i}" for i in range(24))
-  assert names == [n.decode() for b in ip.eval_dataset(block_records, 5, 36, 44)
+  assert names == [n.decode() for b in pipeline.eval_dataset(block_records, 5, 36, 44)
                    for n in b["filename"].numpy()]
   for batch in batches:
     for image, label, height, width in zip(batch["image"].numpy(), batch["label"].numpy(),
@@ -206,13 +209,13 @@ def test_eval_dataset_pads_and_keeps_sizes_and_names(block_records):
 
 def test_eval_dataset_rejects_an_image_larger_than_the_eval_size(block_records):
   with pytest.raises(tf.errors.InvalidArgumentError, match=r"ex\d+.*larger than the eval size"):
-    list(ip.eval_dataset(block_records, 2, 31, 64))
+    list(pipeline.eval_dataset(block_records, 2, 31, 64))
 
 
 def test_incomplete_shards_are_never_read(tmp_path, block_records):
   del block_records
   (tmp_path / "train-00002-of-00003.tfrecord.incomplete").write_bytes(b"garbage")
-  ds = ip.eval_dataset(str(tmp_path / "train-*"), 64, 40, 40)
+  ds = pipeline.eval_dataset(str(tmp_path / "train-*"), 64, 40, 40)
   assert sum(b["image"].shape[0] for b in ds) == 24
 
 
@@ -244,7 +247,7 @@ def test_ids_records_decode_with_pascal_context_ignore_mapping(tmp_path, encode_
   raw_label[0, :3] = [0, 1, 59]
   path = _write_records(tmp_path / "val-0.tfrecord", [_ids_example(image, raw_label, encode_jpeg)],
                         tf.io.TFRecordOptions(compression_type=compression))
-  batch = next(iter(ip.eval_dataset(path, 1, 32, 32, ids_ignore_label=0)))
+  batch = next(iter(pipeline.eval_dataset(path, 1, 32, 32, ids_ignore_label=0)))
   label = batch["label"][0].numpy()
   expected = np.where(raw_label == 0, 255, raw_label - 1)
   np.testing.assert_array_equal(label[:24, :30], expected)
@@ -260,6 +263,7 @@ def test_ids_and_model_garden_records_mix_and_ignore_255_is_kept(tmp_path, block
   label[5, 5] = 255
   _write_records(tmp_path / "train-ids.tfrecord",
                  [_ids_example(np.full((20, 20, 3), 80, np.uint8), label)])
-  labels = [b["label"][0].numpy() for b in ip.eval_dataset(str(tmp_path / "train-*"), 1, 40, 40)]
+  labels = [b["label"][0].numpy()
+            for b in pipeline.eval_dataset(str(tmp_path / "train-*"), 1, 40, 40)]
   assert len(labels) == 25
   assert any(l[5, 5] == 255 and l[0, 0] == 3 and l[19, 19] == 3 for l in labels)

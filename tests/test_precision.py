@@ -79,7 +79,7 @@ def _paper_settings(mode):
     ("eval", "hfgd_tf.checkpoints.restore_model"),
     ("predict", "hfgd_tf.checkpoints.restore_model"),
     ("export", "hfgd_tf.checkpoints.restore_model"),
-    ("benchmark", "benchmarks.model_speed.build_subject"),
+    ("benchmark", "hfgd_tf.benchmark.build_subject"),
     ("pretrain", "hfgd_tf.pretrain.ensure_pretrained_backbone"),
     ("flops", "hfgd_tf.modeling.model.build_model")])
 def test_every_mode_builds_a_paper_recipe_in_the_resolved_policy(monkeypatch, mode, builder):

@@ -8,7 +8,7 @@ from PIL import Image
 
 from hfgd_tf import predict, visualize
 from hfgd_tf.config import ModelConfig
-from hfgd_tf.input_pipeline import normalize_image
+from hfgd_tf.ops import normalize_image
 from hfgd_tf.modeling.model import build_model
 
 NUM_CLASSES = 4

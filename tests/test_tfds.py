@@ -22,9 +22,9 @@ from PIL import Image
 
 from datasets import cityscapes, tfds_adapters
 from hfgd_tf import evaluation
-from hfgd_tf import input_pipeline as ip
 from hfgd_tf import train as train_lib
 from hfgd_tf.config import AugmentConfig, FlagError, ModelConfig, TrainConfig
+from hfgd_tf.data import pipeline
 from hfgd_tf.flags import define_all_flags, run_config_from_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -110,9 +110,9 @@ def _mock(data_dir, name, examples_by_split):
 
 def _eval_examples(name, data_dir, split, eval_size=(8, 8)):
   """filename -> (image uint8, label) through the evaluation pipeline, padding cut off."""
-  source = ip.split_source(name, str(data_dir), split)
+  source = pipeline.split_source(name, str(data_dir), split)
   examples = {}
-  for batch in ip.eval_dataset(source, 2, *eval_size):
+  for batch in pipeline.eval_dataset(source, 2, *eval_size):
     for index in range(batch["image"].shape[0]):
       height, width = int(batch["height"][index]), int(batch["width"][index])
       image = np.round((batch["image"][index, :height, :width].numpy() + 1) * 127.5)
@@ -182,7 +182,7 @@ def test_a_training_step_and_an_eval_pass_through_each_adapter(tmp_path, name, e
       image_summary_every=100, shuffle_buffer=4, seed=0, validate_labels=True)
   with _mock(tmp_path / "data", name, data):
     validation = evaluation.PeriodicEval(
-        ip.split_source(name, config.data_dir, eval_split), adapter.info.num_classes, 48, 48,
+        pipeline.split_source(name, config.data_dir, eval_split), adapter.info.num_classes, 48, 48,
         batch_size=2)
     trainer = train_lib.Trainer(model_config, config, tf.distribute.OneDeviceStrategy("/cpu:0"),
                                 palette=adapter.info.palette, validation=validation)
@@ -256,13 +256,14 @@ def test_runs_on_other_datasets_never_import_tensorflow_datasets(tmp_path):
   script = (
       "import sys\n"
       "from absl import flags\n"
-      "from hfgd_tf import input_pipeline, train\n"
+      "from hfgd_tf import train\n"
+      "from hfgd_tf.data import pipeline\n"
       "from hfgd_tf.flags import define_all_flags, run_config_from_flags\n"
       "values = flags.FlagValues()\n"
       "define_all_flags(values)\n"
       f"values(['main.py', '--data_dir={tmp_path}'])\n"
       "settings = run_config_from_flags(values, 'train')\n"
-      "input_pipeline.split_source(settings.train.dataset, settings.train.data_dir, 'train')\n"
+      "pipeline.split_source(settings.train.dataset, settings.train.data_dir, 'train')\n"
       "assert 'tensorflow_datasets' not in sys.modules, 'imported'\n")
   env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
   result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
@@ -308,11 +309,11 @@ def test_real_pet_shards_are_mapped_and_sharded_per_input_pipeline(tmp_path):
                                 np.asarray(tfds_adapters.get_adapter(PETS).label_lut)[
                                     trimaps["test_0_1.jpg"]])
   # Two input pipelines read one shard each: one sees only pets, the other only background.
-  source = ip.split_source(PETS, str(tmp_path), "train")
+  source = pipeline.split_source(PETS, str(tmp_path), "train")
   seen = []
-  for pipeline in range(2):
-    context = tf.distribute.InputContext(2, pipeline, 2)
-    labels = [label.numpy() for _, label in ip.train_dataset(
+  for pipeline_id in range(2):
+    context = tf.distribute.InputContext(2, pipeline_id, 2)
+    labels = [label.numpy() for _, label in pipeline.train_dataset(
         source, 4, AugmentConfig(crop_height=17, crop_width=17), seed=0,
         input_context=context).take(3)]
     seen.append(set(np.unique(labels)) - {255})

@@ -10,8 +10,8 @@ import pytest
 import tensorflow as tf
 
 from datasets import builtin, core, dataset_info, records, tfrecord, verify
-from hfgd_tf import input_pipeline as ip
 from hfgd_tf.config import AugmentConfig
+from hfgd_tf.data import pipeline, sources, unreadable
 from tests.test_real_data import truncate_in_record, write_ids_shard
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -66,7 +66,7 @@ def test_a_record_that_reads_but_does_not_decode_is_found_by_the_decoding_pass(f
     writer.write(tfrecord.serialize_example(core.EncodedExample("fine", core.encode_png(image),
                                                                 "png", label)))
     writer.write(tfrecord.serialize_example(broken))
-  located = ip.locate_unreadable_record([os.path.join(folder, "val-*.tfrecord")])
+  located = unreadable.locate_unreadable_record([os.path.join(folder, "val-*.tfrecord")])
   assert str(located) == (f"unreadable record 1 of {shard}: Unknown image file format. One of "
                           "JPEG, JPEG XL, PNG, GIF, BMP, WebP required.")
   assert verify.verify(folder, splits=["val"]) == [
@@ -90,7 +90,7 @@ def test_a_training_step_names_the_unreadable_shard_and_record(folder):
   shard = _shard(folder, "train", 0)
   truncate_in_record(shard, 3)
   pattern = os.path.join(folder, "train-*.tfrecord")
-  iterator = iter(ip.train_dataset(pattern, 2, AugmentConfig(crop_height=33, crop_width=33),
+  iterator = iter(pipeline.train_dataset(pattern, 2, AugmentConfig(crop_height=33, crop_width=33),
                                    seed=0, shuffle_buffer=2))
 
   @tf.function
@@ -98,20 +98,20 @@ def test_a_training_step_names_the_unreadable_shard_and_record(folder):
     images, _ = next(iterator)
     return tf.reduce_sum(images)
 
-  with pytest.raises(ip.UnreadableRecordError) as error:
-    with ip.naming_unreadable_records([pattern]):
+  with pytest.raises(sources.UnreadableRecordError) as error:
+    with unreadable.naming_unreadable_records([pattern]):
       for _ in range(8):
         step(iterator)
   assert str(error.value).startswith(f"unreadable record 3 of {shard}: truncated record at")
   # An eval loop (eager iteration) too; and a shard cut in its first record fails when opened.
   truncate_in_record(_shard(folder, "val", 0), 0)
-  with pytest.raises(ip.UnreadableRecordError, match=r"unreadable record 0 of .*val-00000"):
-    ip.eval_dataset(os.path.join(folder, "val-*.tfrecord"), 1, 128, 128)
+  with pytest.raises(sources.UnreadableRecordError, match=r"unreadable record 0 of .*val-00000"):
+    pipeline.eval_dataset(os.path.join(folder, "val-*.tfrecord"), 1, 128, 128)
 
 
 def test_errors_not_from_the_input_pipeline_pass_unchanged(folder):
   with pytest.raises(tf.errors.InvalidArgumentError, match="not the data"):
-    with ip.naming_unreadable_records([os.path.join(folder, "train-*.tfrecord")]):
+    with unreadable.naming_unreadable_records([os.path.join(folder, "train-*.tfrecord")]):
       tf.debugging.Assert(False, ["not the data"])
 
 

@@ -8,9 +8,10 @@ import pytest
 import tensorflow as tf
 
 from datasets.builtin import ensure_builtin_dataset
-from hfgd_tf import evaluation, input_pipeline
+from hfgd_tf import evaluation, inference
 from hfgd_tf import train as train_lib
 from hfgd_tf.config import AugmentConfig, ModelConfig, TrainConfig
+from hfgd_tf.data import pipeline
 from hfgd_tf.distribution import use_jit_compile
 from hfgd_tf.modeling.model import build_model
 
@@ -80,7 +81,7 @@ def test_inference_compiles_and_gives_the_uncompiled_logits(protocol):
   images = tf.random.stateless_uniform([2, 29, 37, 3], [1, 2], -1.0, 1.0)
 
   def logits(x):
-    return evaluation.multi_scale_logits(lambda y: model(y, training=False), x,
+    return inference.multi_scale_logits(lambda y: model(y, training=False), x,
                                          **PROTOCOLS[protocol])
   compiled = tf.function(logits, jit_compile=True)
   expected = tf.function(logits)(images).numpy()
@@ -90,7 +91,7 @@ def test_inference_compiles_and_gives_the_uncompiled_logits(protocol):
 @pytest.mark.slow
 def test_evaluate_with_jit_compile_counts_the_same_pixels(data_dir):
   model = build_model(TINY)
-  dataset = input_pipeline.eval_dataset(f"{data_dir}/val-*.tfrecord", 2, 129, 129)
+  dataset = pipeline.eval_dataset(f"{data_dir}/val-*.tfrecord", 2, 129, 129)
   results = [evaluation.evaluate(model, dataset, 7, jit_compile=jit, log_every=0,
                                  **PROTOCOLS["ms_flip_window"]) for jit in (False, True)]
   # Logits agree to ~1e-5, so at most a pixel or two on an argmax tie may differ.

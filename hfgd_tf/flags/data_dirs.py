@@ -22,7 +22,7 @@ def _check_tfds_data(train, splits):
   """A TFDS dataset must be prepared in --data_dir and have the splits the run reads."""
   # pylint: disable=import-outside-toplevel  (tensorflow-datasets only for tfds: datasets)
   try:
-    from datasets import tfds_source
+    from hfgd_tf.data import tfds_source
   except ImportError as error:
     fail("dataset", f"{train.dataset} needs tensorflow-datasets ({error}); pip install -r "
          "requirements-tfds.txt")

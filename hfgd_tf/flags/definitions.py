@@ -23,11 +23,21 @@ def flag_name(field):
   return field.metadata.get("name") or field.name
 
 
+def _known_dataset(name):
+  from datasets import get_dataset_info  # pylint: disable=import-outside-toplevel
+  get_dataset_info(name)  # ValueError naming the known ones
+
+
 def _help(config_class, field):
-  doc = field.metadata.get("doc")
-  if callable(doc):  # help listing what is installed, e.g. the datasets
-    return doc()
-  return doc or f"{config_class.__name__}.{field.name} (see hfgd_tf/config.py)."
+  doc = (field.metadata.get("doc")
+         or f"{config_class.__name__}.{field.name} (see hfgd_tf/config.py).")
+  if field.metadata.get("names_a_dataset"):
+    # pylint: disable=import-outside-toplevel  (datasets is imported only when flags are defined)
+    from datasets import dataset_names
+    from datasets.tfds_adapters import ADAPTERS
+    doc += (f" Converted: {', '.join(dataset_names())}; TensorFlow Datasets: "
+            f"{', '.join(sorted(ADAPTERS))}.")
+  return doc
 
 
 def _kind(config_class, field):
@@ -64,9 +74,10 @@ def define_flags(config_class, flag_values=flags.FLAGS):
     options = {"enum_values": field.metadata["choices"]} if kind == "enum" else {}
     getattr(flags, f"DEFINE_{kind}")(name, default, help=_help(config_class, field),
                                      flag_values=flag_values, **options)
-    if "validator" in field.metadata:
-      flags.register_validator(name, _validator(field.metadata["validator"]),
-                               flag_values=flag_values)
+    check = (_known_dataset if field.metadata.get("names_a_dataset")
+             else field.metadata.get("validator"))
+    if check is not None:
+      flags.register_validator(name, _validator(check), flag_values=flag_values)
 
 
 def define_all_flags(flag_values=flags.FLAGS):

@@ -3,7 +3,6 @@ check `--backbone_weights=iseg[:<file>]` against `--backbone` in a second (downl
 `pretrained.py`)."""
 
 import dataclasses
-import os
 
 from hfgd_tf import atomic_files
 from hfgd_tf.config import FlagError

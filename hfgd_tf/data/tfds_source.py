@@ -1,10 +1,10 @@
-"""Reads a prepared TensorFlow Datasets split as an `input_pipeline.ExampleSource`.
+"""Reads a prepared TensorFlow Datasets split as a `sources.ExampleSource`.
 
 Images and label maps are read still encoded (TFDS's SkipDecoding, only the adapter's features),
-so shuffling moves bytes, and are decoded, mapped and checked by the input pipeline like our own
-records. Nothing is downloaded here: a dataset that is not prepared is an error naming the command
-that prepares it. Importing this module imports tensorflow-datasets (not TensorFlow); only
-`example_source` needs TensorFlow.
+so shuffling moves bytes, and are decoded, mapped and checked like our own records
+(`decode.decode_mapped_example`). Nothing is downloaded here: a dataset that is not prepared is an
+error naming the command that prepares it. Importing this module imports tensorflow-datasets (not
+TensorFlow); only `example_source` needs TensorFlow.
 """
 
 from typing import Optional
@@ -40,8 +40,11 @@ def resolve_split(adapter: tfds_adapters.TfdsAdapter, builder, split) -> str:
 
 def example_source(dataset, data_dir, split):
   """The ExampleSource of `split` of `tfds:<name>[/<config>]` prepared in `data_dir`."""
-  from hfgd_tf import input_pipeline  # pylint: disable=import-outside-toplevel  (TensorFlow)
-  tf = input_pipeline.tf
+  # pylint: disable=import-outside-toplevel  (TensorFlow)
+  import tensorflow as tf
+
+  from hfgd_tf.data.decode import decode_mapped_example
+  from hfgd_tf.data.sources import ExampleSource
   adapter = tfds_adapters.get_adapter(dataset)
   builder = load_builder(adapter, data_dir)
   tfds_split = resolve_split(adapter, builder, split)
@@ -60,8 +63,8 @@ def example_source(dataset, data_dir, split):
   def decode(element):
     example_id = element[adapter.id_feature]
     origin = tf.strings.join([f"{adapter.name}:{tfds_split}:", example_id])
-    return input_pipeline.decode_mapped_example(
+    return decode_mapped_example(
         element[adapter.image_feature], element[adapter.label_feature], example_id,
         adapter.label_lut, origin, adapter.max_size)
 
-  return input_pipeline.ExampleSource(read, decode)
+  return ExampleSource(read, decode)
