@@ -202,6 +202,9 @@ class TrainConfig:
   mixed_precision: str = "none"
   distribution: str = "one_device"
   tpu: Optional[str] = None
+  # Where a multi_worker/tpu run finds its cluster: tf_config, slurm or tpu (distribution.py).
+  cluster_resolver: Optional[str] = None
+  slurm_port_base: int = 8888
   jit_compile: str = "auto"
   steps_per_loop: int = 1
 

@@ -91,6 +91,7 @@ MODES = ("train", "pretrain", "eval", "predict", "export", "benchmark", "flops")
 OPTIMIZERS = ("sgd", "adamw")
 MIXED_PRECISION = ("auto", "none", "float16", "bfloat16")
 DISTRIBUTIONS = ("one_device", "mirrored", "multi_worker", "tpu")
+CLUSTER_RESOLVERS = ("tf_config", "slurm", "tpu")
 BUILTIN_DATA_DIR = os.path.join("runs", "builtin-data")
 
 
@@ -171,6 +172,12 @@ def define_training_flags(flag_values=flags.FLAGS):
               "one_device; mirrored (all local GPUs, else the logical CPUs); multi_worker "
               "(TF_CONFIG); tpu (--tpu).")
   define.string("tpu", None, "TPU name or address for distribution=tpu ('' = local TPU).")
+  define.enum("cluster_resolver", None, CLUSTER_RESOLVERS,
+              "Where multi_worker finds its cluster: tf_config (default; the TF_CONFIG variable) "
+              "or slurm (srun's SLURM_* variables, no TF_CONFIG); tpu (distribution=tpu's).")
+  define.integer("slurm_port_base", 8888,
+                 "cluster_resolver=slurm: port of a node's first worker; its n-th task uses "
+                 "this + n.")
   define.enum("jit_compile", "auto", JIT_COMPILE,
               "Compile train and eval steps with XLA: auto = on for GPUs and TPUs, off on CPUs "
               "(where XLA is slower than oneDNN).")
@@ -397,9 +404,18 @@ def run_config_from_flags(flag_values=flags.FLAGS, mode="train"):
   if train.tpu is not None and train.distribution != "tpu":
     _fail("distribution", f"--tpu is set but distribution={train.distribution}; use "
           "--distribution=tpu")
-  if train.distribution == "multi_worker" and "TF_CONFIG" not in os.environ:
+  resolvers = {"multi_worker": ("tf_config", "slurm"), "tpu": ("tpu",)}
+  if train.cluster_resolver not in resolvers.get(train.distribution, ()) + (None,):
+    _fail("cluster_resolver", f"{train.cluster_resolver} does not apply to distribution="
+          f"{train.distribution} (multi_worker: tf_config or slurm; tpu: tpu)")
+  if train.distribution == "multi_worker" and train.cluster_resolver == "slurm" and (
+      "SLURM_PROCID" not in os.environ):
+    _fail("cluster_resolver", "slurm needs the SLURM_* variables of a job step: launch each "
+          "worker with srun")
+  if (train.distribution == "multi_worker" and train.cluster_resolver != "slurm"
+      and "TF_CONFIG" not in os.environ):
     _fail("distribution", "multi_worker needs the TF_CONFIG environment variable (cluster and "
-          "task of this worker)")
+          "task of this worker), or --cluster_resolver=slurm under srun")
   if train.backbone_weights is not None and not os.path.isfile(train.backbone_weights):
     _fail("backbone_weights", f"{train.backbone_weights} does not exist")
   if train.pretrain_steps < 0:
