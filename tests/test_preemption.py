@@ -26,7 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHECKS = os.path.join(ROOT, "tests", "preemption_checks.py")
 TRAIN_STEPS = 16  # tests/preemption_checks.py: 2 steps per loop, a log line per loop
 STEP_LINE = re.compile(r"step (\d+)/16 ")
-PREEMPTED_LINE = re.compile(r"Preempted by (\S+(?: a signal to another worker)?) at step (\d+) of 16")
+PREEMPTED_LINE = re.compile(r"Preempted by (SIG\w+|a signal to another worker) at step (\d+) of 16")
 
 
 @pytest.fixture(scope="module")
