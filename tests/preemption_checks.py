@@ -41,8 +41,9 @@ STEPS_PER_LOOP = 2
 
 
 def _strategy(name):
-  resolver = ("slurm" if "SLURM_PROCID" in os.environ else "tf_config"
-              if name == "multi_worker" else None)
+  resolver = None
+  if name == "multi_worker":
+    resolver = "slurm" if "SLURM_PROCID" in os.environ else "tf_config"
   port_base = int(os.environ.get("TEST_SLURM_PORT_BASE", "8888"))
   return create_strategy(name, cluster_resolver=resolver, slurm_port_base=port_base)
 
