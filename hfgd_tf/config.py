@@ -36,6 +36,8 @@ OPTIMIZERS = ("sgd", "adamw")
 WARMUP_SCHEDULES = ("decay_to_end", "original")
 MIXED_PRECISION = ("auto", "none", "float16", "bfloat16")
 DISTRIBUTIONS = ("one_device", "mirrored", "multi_worker", "tpu")
+# Where a multi_worker/tpu run finds its cluster (distribution.py).
+CLUSTER_RESOLVERS = ("tf_config", "slurm", "tpu")
 # XLA for the train/eval steps: auto = on for GPUs and TPUs, off on CPUs (distribution.py).
 JIT_COMPILE = ("auto", "on", "off")
 
@@ -310,6 +312,13 @@ class TrainConfig:
       "one_device", "one_device; mirrored (all local GPUs, else the logical CPUs); multi_worker "
       "(TF_CONFIG); tpu (--tpu).", choices=DISTRIBUTIONS)
   tpu: Optional[str] = flag(None, "TPU name or address for distribution=tpu ('' = local TPU).")
+  cluster_resolver: Optional[str] = flag(
+      None, "Where multi_worker finds its cluster: tf_config (default; the TF_CONFIG variable) or "
+      "slurm (srun's SLURM_* variables, no TF_CONFIG); tpu (distribution=tpu's).",
+      choices=CLUSTER_RESOLVERS)
+  slurm_port_base: int = flag(
+      8888, "cluster_resolver=slurm: port of a node's first worker; its n-th task uses this + n.",
+      check=POSITIVE)
   jit_compile: str = flag(
       "auto", "Compile train and eval steps with XLA: auto = on for GPUs and TPUs, off on CPUs "
       "(where XLA is slower than oneDNN).", choices=JIT_COMPILE)

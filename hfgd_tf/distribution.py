@@ -1,16 +1,26 @@
 """The tf.distribute strategy a run asks for, and who writes files under multi-worker training."""
 
 import os
+import shutil
 
 import tensorflow as tf
+from absl import logging
+
+# The resolvers each distribution accepts; the first is its default.
+_RESOLVERS_OF = {"multi_worker": ("tf_config", "slurm"), "tpu": ("tpu",)}
 
 
-def create_strategy(distribution="one_device", tpu=None):
+def create_strategy(distribution="one_device", tpu=None, cluster_resolver=None,
+                    slurm_port_base=8888):
   """one_device (first GPU, else CPU), mirrored (all local GPUs; all logical CPUs when there is no
-  GPU), multi_worker (cluster from TF_CONFIG) or tpu (TPUClusterResolver(tpu)).
+  GPU), multi_worker (the cluster from `cluster_resolver`: tf_config, the default, or slurm) or
+  tpu (TPUClusterResolver(tpu)).
 
   Create one per process: a second MirroredStrategy in the same process breaks its collectives.
   """
+  if cluster_resolver is not None and cluster_resolver not in _RESOLVERS_OF.get(distribution, ()):
+    raise ValueError(f"--cluster_resolver: {cluster_resolver} does not apply to distribution="
+                     f"{distribution} (multi_worker: tf_config or slurm; tpu: tpu)")
   if distribution == "one_device":
     gpus = tf.config.list_logical_devices("GPU")
     return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
@@ -18,7 +28,12 @@ def create_strategy(distribution="one_device", tpu=None):
     devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
     return tf.distribute.MirroredStrategy([device.name for device in devices])
   if distribution == "multi_worker":
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    resolver = (slurm_cluster_resolver(slurm_port_base) if cluster_resolver == "slurm"
+                else tf.distribute.cluster_resolver.TFConfigClusterResolver())
+    strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+    logging.info("Worker %s:%s of %s.", resolver.task_type, resolver.task_id,
+                 resolver.cluster_spec().as_dict())
+    return strategy
   if distribution == "tpu":
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
     tf.config.experimental_connect_to_cluster(resolver)
@@ -26,6 +41,27 @@ def create_strategy(distribution="one_device", tpu=None):
     return tf.distribute.TPUStrategy(resolver)
   raise ValueError(f"--distribution: unknown {distribution!r}; choose one_device, mirrored, "
                    "multi_worker or tpu")
+
+
+def slurm_cluster_resolver(port_base=8888):
+  """TF's SlurmClusterResolver for the job step this process is a task of (`srun`): one worker
+  per task, listening on port_base + its index on its node.
+
+  The resolver shares a node's GPUs among its tasks (CUDA_VISIBLE_DEVICES, from Slurm or
+  nvidia-smi); on nodes without GPUs it would divide zero GPUs, so GPU allocation is off there.
+  """
+  resolver_class = tf.distribute.cluster_resolver.SlurmClusterResolver
+  for name in ("SLURM_PROCID", "SLURM_STEP_NUM_TASKS", "SLURM_STEP_NODELIST",
+               "SLURM_STEP_TASKS_PER_NODE"):
+    if name not in os.environ:
+      raise ValueError(f"--cluster_resolver=slurm: {name} is not set; launch each worker with "
+                       "srun inside a Slurm allocation")
+  if os.environ.get("CUDA_VISIBLE_DEVICES") or shutil.which("nvidia-smi"):
+    return resolver_class(port_base=port_base)
+  tasks_per_node = max(int(count.split("(")[0])
+                       for count in os.environ["SLURM_STEP_TASKS_PER_NODE"].split(","))
+  return resolver_class(port_base=port_base, gpus_per_node=tasks_per_node, gpus_per_task=1,
+                        auto_set_gpu=False)
 
 
 def is_chief(strategy):

@@ -127,9 +127,13 @@ def evaluate(model, dataset, num_classes, scales=SS_SCALES, flip=False, window=N
     images = strategy.run(replica_step, args=(batch,))
     return strategy.reduce(tf.distribute.ReduceOp.SUM, images, axis=None)
 
-  # Strings cannot be placed on accelerators; filenames are not needed for the metric.
+  # Strings cannot be placed on accelerators; filenames are not needed for the metric. Workers
+  # take every n-th batch (an eval split may be one file, too few to share out by file).
+  options = tf.data.Options()
+  options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
   dataset = strategy.experimental_distribute_dataset(dataset.map(
-      lambda batch: {key: batch[key] for key in ("image", "label", "height", "width")}))
+      lambda batch: {key: batch[key] for key in ("image", "label", "height", "width")}
+  ).with_options(options))
   # One trace for the element spec (batch size unknown), not one per batch size.
   step = tf.function(step, input_signature=[dataset.element_spec])
   start = time.time()

@@ -3,7 +3,8 @@
 Images are normalised as in training/eval (x*2/255 - 1) and run through the inference protocol
 (`inference.model_logits`). A batch of several images is padded bottom/right to its largest image
 with 127.5 (0 after normalisation, the original's pad value) and each prediction cropped back; with
-batch=1 every image runs at its exact size, as the exported SavedModel does. An unreadable file is logged and skipped.
+batch=1 every image runs at its exact size, as the exported SavedModel does. An unreadable file is
+logged and skipped.
 
 Outputs for `<dir>/<name>.<ext>`: `class_map/<name>.png` (uint8 class indices), `colour/<name>.png`
 (palette colours) and `overlay/<name>.png` (colours blended over the image).

@@ -70,7 +70,8 @@ def run_train(settings):
   from hfgd_tf.distribution import create_strategy, use_jit_compile
   from hfgd_tf.evaluation import PeriodicEval
   _prepare_data(settings)
-  strategy = create_strategy(settings.train.distribution, settings.train.tpu)
+  strategy = create_strategy(settings.train.distribution, settings.train.tpu,
+                             settings.train.cluster_resolver, settings.train.slurm_port_base)
   resuming = latest_resume_point(settings.train.checkpoint_dir)[0] is not None
   if settings.train.pretrain_steps and not resuming:
     settings = dataclasses.replace(settings, train=dataclasses.replace(
@@ -104,7 +105,8 @@ def run_eval(settings, model=None):
   _prepare_data(settings)
   strategy = None
   if model is None:
-    strategy = create_strategy(settings.train.distribution, settings.train.tpu)
+    strategy = create_strategy(settings.train.distribution, settings.train.tpu,
+                             settings.train.cluster_resolver, settings.train.slurm_port_base)
     with strategy.scope():
       model = _model(settings, None)
   ignore_label = settings.model.ignore_label

@@ -20,9 +20,10 @@ most the steps since its last checkpoint and a resumed deterministic run ends wi
 weights as an uninterrupted one. Only a plain tf.data iterator can be checkpointed (TF's
 distributed iterators cannot), so the data position is saved on one replica; with several replicas
 (or with checkpoint_input_pipeline off) a resumed run re-seeds its input pipeline with seed + step:
-the data stream then differs from the uninterrupted run's. Multi-worker and TPU runs also save on
-preemption (tf.distribute.experimental.PreemptionCheckpointHandler). A non-finite loss stops
-training before anything is saved.
+the data stream then differs from the uninterrupted run's. On every strategy, SIGTERM or SIGINT
+(preemption, eviction, Ctrl-C) saves a checkpoint after the step or loop running when it came and
+exits with code 42 (hfgd_tf/preemption.py). A non-finite loss stops training before anything is
+saved.
 """
 
 import dataclasses
@@ -43,6 +44,7 @@ from hfgd_tf.modeling.losses import segmentation_losses
 from hfgd_tf.modeling.model import build_model
 from hfgd_tf.optimization import build_optimizer, current_learning_rate, l2_variables
 from hfgd_tf.precision import prepare
+from hfgd_tf.preemption import PREEMPTED_EXIT_CODE, SignalWatch, TrainingPreempted
 
 
 
@@ -150,13 +152,7 @@ class Trainer:
     self._compiled_step = tf.function(self._step_on_batch, jit_compile=jit_compile)
     self._train_step = tf.function(self._distributed_step)
     self._train_loop = tf.function(self._distributed_loop)
-    # Multi-worker and TPU jobs are preemptible: TF's handler saves a checkpoint through the
-    # manager when the cluster is told to terminate, and the next run resumes from it.
-    self._preemption = None
-    if isinstance(strategy, (tf.distribute.MultiWorkerMirroredStrategy,
-                             tf.distribute.TPUStrategy)):
-      self._preemption = tf.distribute.experimental.PreemptionCheckpointHandler(
-          strategy.cluster_resolver, self.manager)
+    self._saved_step = None
 
   def _dataset(self, input_context, seed):
     train = self.train_config
@@ -200,10 +196,25 @@ class Trainer:
     return min([train.steps_per_loop, train.train_steps - done]
                + [every - done % every for every in cadences])
 
-  def save(self):
+  def save(self, log=True):
+    """Saves at the current step (collective: every worker saves, the chief's is kept)."""
     path = self.manager.save(checkpoint_number=self.step)
-    if self.chief:
+    self._saved_step = int(self.step.numpy())
+    if self.chief and log:
       logging.info("Saved checkpoint %s.", path)
+    return path
+
+  def _stop_preempted(self, step, signal_name):
+    """Saves at `step` (unless just saved there), logs one line and raises TrainingPreempted."""
+    path = self.manager.latest_checkpoint if self._saved_step == step else self.save(log=False)
+    if not self.chief:
+      path = f"{self.train_config.checkpoint_dir} (the chief's copy)"
+    cause = signal_name or "a signal to another worker"
+    message = (f"Preempted by {cause} at step {step} of {self.train_config.train_steps}: saved "
+               f"checkpoint {path}; exiting with code {PREEMPTED_EXIT_CODE}. Run the same "
+               "command to resume from it.")
+    logging.warning(message)
+    raise TrainingPreempted(message)
 
   def train(self):
     """Trains up to `train_steps` (from wherever the checkpoint left off); returns final metrics."""
@@ -218,13 +229,12 @@ class Trainer:
                  train.train_steps, self.num_replicas, train.batch_size, train.mixed_precision)
     results, first_loss, loss = {}, None, None
     window_start, window_steps = time.time(), 0
-    with writer.as_default():
+    with writer.as_default(), SignalWatch(self.strategy) as signals:
       step = start
       while step < train.train_steps:
         count = self._loop_length(step)
-        run, args = ((self._train_step, (self.iterator,)) if count == 1 else
-                     (self._train_loop, (self.iterator, tf.constant(count))))
-        loss, terms = run(*args) if self._preemption is None else self._preemption.run(run, *args)
+        loss, terms = (self._train_step(self.iterator) if count == 1 else
+                       self._train_loop(self.iterator, tf.constant(count)))
         step += count
         # Loops log the mean over their steps.
         loss = float(loss) / count
@@ -252,6 +262,9 @@ class Trainer:
           self.save()
         if train.eval_every and step % train.eval_every == 0 and self.validation is not None:
           results = self._evaluate(step)
+        if step < train.train_steps and signals.stop_requested():
+          writer.flush()
+          self._stop_preempted(step, signals.received)
       writer.flush()
     results.update(step=int(self.step.numpy()), first_loss=first_loss, last_loss=loss)
     return results

@@ -1,5 +1,6 @@
 """The trainer under MirroredStrategy (two logical CPU devices) and a two-process
-MultiWorkerMirroredStrategy on 127.0.0.1; each run in subprocesses (tests/train_checks.py)."""
+MultiWorkerMirroredStrategy on 127.0.0.1, each run in subprocesses (tests/train_checks.py); the
+clusters --cluster_resolver=slurm reads from a job step's variables, and the flag's checks."""
 
 import json
 import os
@@ -9,8 +10,12 @@ import sys
 
 import numpy as np
 import pytest
+from absl import flags
 
 from datasets.builtin import ensure_builtin_dataset
+from hfgd_tf.config import FlagError
+from hfgd_tf.distribution import create_strategy, slurm_cluster_resolver
+from hfgd_tf.flags import define_all_flags, run_config_from_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHECKS = os.path.join(ROOT, "tests", "train_checks.py")
@@ -86,3 +91,61 @@ def test_multi_worker_two_processes_end_with_identical_weights(data_dir, tmp_pat
   # The chief (worker 0) wrote the checkpoints; the other worker only a scratch copy.
   assert (tmp_path / "checkpoints" / "ckpt-3.index").exists()
   assert (tmp_path / "checkpoints" / ".workers" / "worker-1").exists()
+
+
+def _slurm_step(monkeypatch, tmp_path, rank, nodelist, tasks_per_node, gpus=None):
+  """The variables srun sets for task `rank` of a job step; no nvidia-smi on PATH."""
+  monkeypatch.setenv("PATH", str(tmp_path))
+  for name in ("TF_CONFIG", "CUDA_VISIBLE_DEVICES"):
+    monkeypatch.delenv(name, raising=False)
+  if gpus is not None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", gpus)
+  monkeypatch.setenv("SLURM_PROCID", str(rank))
+  monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "2")
+  monkeypatch.setenv("SLURM_STEP_NODELIST", nodelist)
+  monkeypatch.setenv("SLURM_STEP_TASKS_PER_NODE", tasks_per_node)
+
+
+def test_slurm_resolver_reads_a_two_node_job_step(monkeypatch, tmp_path):
+  _slurm_step(monkeypatch, tmp_path, rank=1, nodelist="gpu[07-08]", tasks_per_node="1(x2)")
+  resolver = slurm_cluster_resolver(port_base=9000)
+  assert resolver.cluster_spec().as_dict() == {"worker": ["gpu07:9000", "gpu08:9000"]}
+  assert (resolver.task_type, resolver.task_id) == ("worker", 1)
+  assert "CUDA_VISIBLE_DEVICES" not in os.environ  # CPU nodes: no GPUs handed out
+
+
+def test_slurm_resolver_shares_a_nodes_gpus_among_its_tasks(monkeypatch, tmp_path):
+  _slurm_step(monkeypatch, tmp_path, rank=1, nodelist="localhost", tasks_per_node="2",
+              gpus="0,1,2,3")
+  resolver = slurm_cluster_resolver()
+  assert resolver.cluster_spec().as_dict() == {"worker": ["localhost:8888", "localhost:8889"]}
+  assert os.environ["CUDA_VISIBLE_DEVICES"] == "2,3"
+
+
+def test_slurm_resolver_outside_srun_and_a_resolver_of_another_strategy_are_errors(
+    monkeypatch, tmp_path):
+  _slurm_step(monkeypatch, tmp_path, rank=0, nodelist="localhost", tasks_per_node="2")
+  monkeypatch.delenv("SLURM_STEP_NODELIST")
+  with pytest.raises(ValueError, match="SLURM_STEP_NODELIST is not set"):
+    slurm_cluster_resolver()
+  with pytest.raises(ValueError, match="--cluster_resolver: slurm does not apply to distribution"
+                     "=one_device"):
+    create_strategy("one_device", cluster_resolver="slurm")
+
+
+@pytest.mark.parametrize("arguments,error", [
+    (["--distribution=multi_worker", "--cluster_resolver=slurm"],
+     "--cluster_resolver: slurm needs the SLURM_"),
+    (["--distribution=mirrored", "--cluster_resolver=tf_config"],
+     "--cluster_resolver: tf_config does not apply to distribution=mirrored"),
+    (["--distribution=tpu", "--tpu=local", "--cluster_resolver=slurm"],
+     "--cluster_resolver: slurm does not apply to distribution=tpu"),
+    (["--distribution=multi_worker"], "--distribution: multi_worker needs the TF_CONFIG")])
+def test_cluster_resolver_flags_are_checked_before_anything_starts(monkeypatch, arguments, error):
+  for name in ("TF_CONFIG", "SLURM_PROCID"):
+    monkeypatch.delenv(name, raising=False)
+  flag_values = flags.FlagValues()
+  define_all_flags(flag_values)
+  flag_values(["main.py", "--dataset=builtin", "--mode=export", *arguments])
+  with pytest.raises(FlagError, match=error):
+    run_config_from_flags(flag_values, mode="export")

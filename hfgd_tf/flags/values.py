@@ -55,9 +55,18 @@ def check_combinations(settings):
   if train.tpu is not None and train.distribution != "tpu":
     fail("distribution", f"--tpu is set but distribution={train.distribution}; use "
          "--distribution=tpu")
-  if train.distribution == "multi_worker" and "TF_CONFIG" not in os.environ:
+  resolvers = {"multi_worker": ("tf_config", "slurm"), "tpu": ("tpu",)}
+  if train.cluster_resolver not in resolvers.get(train.distribution, ()) + (None,):
+    fail("cluster_resolver", f"{train.cluster_resolver} does not apply to distribution="
+         f"{train.distribution} (multi_worker: tf_config or slurm; tpu: tpu)")
+  if train.distribution == "multi_worker" and train.cluster_resolver == "slurm" and (
+      "SLURM_PROCID" not in os.environ):
+    fail("cluster_resolver", "slurm needs the SLURM_* variables of a job step: launch each "
+         "worker with srun")
+  if (train.distribution == "multi_worker" and train.cluster_resolver != "slurm"
+      and "TF_CONFIG" not in os.environ):
     fail("distribution", "multi_worker needs the TF_CONFIG environment variable (cluster and "
-         "task of this worker)")
+         "task of this worker), or --cluster_resolver=slurm under srun")
   if train.pretrain_steps and train.backbone_weights not in (None, "none"):
     fail("pretrain_steps", "pretraining writes the backbone's weights, but "
          f"--backbone_weights={train.backbone_weights} gives them too; set one of the two")

@@ -14,7 +14,8 @@ tf.io.gfile path works (one shared gs:// folder serves every host of a multi-hos
 goes to a uniquely named hidden temporary file beside its target (hfgd_tf/atomic_files.py), is
 checked (complete, an HDF5 file with the original's layer names), and only then renamed onto the
 target, so the target is either absent or complete; hosts downloading at the same time each rename
-a complete copy. The SHA-256 of the file loaded is written to `<checkpoint dir>/backbone_weights.json` with its source.
+a complete copy. The SHA-256 of the file loaded is written to
+`<checkpoint dir>/backbone_weights.json` with its source.
 """
 
 import hashlib

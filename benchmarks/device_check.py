@@ -1,0 +1,200 @@
+r"""First look at an accelerator: per model, the XLA training step time at the largest batch (up
+to 16) that fits, its model FLOPs utilisation (MFU), peak memory and eval images/s.
+
+  benchmarks/device_check.sh            # SFPN, HFGD OS=4, HFGD OS=2: ResNet-50, 513x513, bf16
+  python -m benchmarks.device_check --experiments=A.cfg,B.cfg --size=513 --output_json=r.json
+
+Each experiment's own flagfile gives the model and the optimizer recipe (hfgd_tf/flags.py), so
+what is timed is what a run of it trains. Inputs are random (this times the model, not the input
+pipeline); every step is compiled and run twice before it is timed. A batch that does not fit is
+halved until one does.
+
+MFU = 3 x forward FLOPs x batch / step time / peak: the forward FLOPs come from the model's graph
+(hfgd_tf/flops.py), the backward pass counted as twice the forward (the usual convention). Peaks
+are the vendor's dense bfloat16 tensor-core figures for known GPUs (PEAK_TFLOPS; --peak_tflops
+overrides), and a measured large matmul's rate is reported beside it (the only peak on a CPU).
+"""
+
+import dataclasses
+import json
+import time
+
+import keras
+import tensorflow as tf
+from absl import app, flags, logging
+
+from hfgd_tf import flags as hfgd_flags
+from hfgd_tf.config import TrainConfig
+from hfgd_tf.flagfiles import expand_flagfiles
+from hfgd_tf.flops import model_complexity
+from hfgd_tf.modeling.model import build_model
+from hfgd_tf.optimization import build_optimizer, l2_variables
+from hfgd_tf.precision import prepare
+from hfgd_tf.train import replica_step
+
+EXPERIMENTS = [f"experiments/pascal_context/{name}_r50_bs16-30k_pascal-context-59-513.cfg"
+               for name in ("sfpn", "hfgd-os4", "hfgd-os2")]
+
+# Dense bfloat16 tensor TFLOP/s (no sparsity) from the vendors' data sheets, by the device name
+# TensorFlow reports; the first key contained in the name wins, so specific names come first.
+PEAK_TFLOPS = {"H200": 989.0, "H100 PCIe": 756.0, "H100": 989.0, "GH200": 989.0, "A100": 312.0,
+               "L40S": 362.0, "L40": 181.0, "L4": 121.0, "A10G": 70.0, "A10": 125.0,
+               "RTX 4090": 165.0, "RTX A6000": 155.0, "V100": 125.0, "T4": 65.0}
+
+flags.DEFINE_list("experiments", EXPERIMENTS, "Experiment flagfiles to time, in order.")
+flags.DEFINE_list("experiment_flags", [], "Flags added to every experiment's (e.g. a toy size).")
+flags.DEFINE_integer("size", 513, "Square crop (training) and eval size.")
+flags.DEFINE_integer("max_batch_size", 16, "Largest batch tried; halved until it fits.")
+flags.DEFINE_integer("steps", 10, "Timed training steps per model.")
+flags.DEFINE_integer("eval_batches", 10, "Timed eval batches per model.")
+flags.DEFINE_enum("precision", "bfloat16", ["bfloat16", "float16", "none"], "Compute dtype.")
+flags.DEFINE_bool("xla", True, "Compile the steps with XLA.")
+flags.DEFINE_integer("matmul_size", 4096, "Side of the square matmul whose rate is measured.")
+flags.DEFINE_float("peak_tflops", None, "The device's peak TFLOP/s; default from PEAK_TFLOPS.")
+flags.DEFINE_string("output_json", None, "Also write the results here.")
+
+FLAGS = flags.FLAGS
+
+
+def experiment_settings(flagfile, extra_flags=()):
+  """RunSettings of `flagfile` (+ `extra_flags`) as main.py would resolve them."""
+  values = flags.FlagValues()
+  hfgd_flags.define_all_flags(values)
+  values(expand_flagfiles(["device_check", f"--flagfile={flagfile}", *extra_flags]))
+  return hfgd_flags.run_config_from_flags(values, mode="benchmark")
+
+
+def device_peak():
+  """(name, peak FLOP/s or None) of the first GPU, or of the CPU."""
+  gpus = tf.config.list_physical_devices("GPU")
+  if not gpus:
+    return "CPU", None
+  name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
+  tflops = FLAGS.peak_tflops or next(
+      (peak for key, peak in PEAK_TFLOPS.items() if key in name), None)
+  return name, tflops * 1e12 if tflops else None
+
+
+def measured_matmul_flops(size, steps=10):
+  """FLOP/s of a [size, size] x [size, size] matmul in the compute dtype."""
+  dtype = keras.mixed_precision.global_policy().compute_dtype
+  a = tf.cast(tf.random.uniform([size, size]), dtype)
+  matmul = tf.function(lambda: tf.reduce_sum(tf.cast(tf.linalg.matmul(a, a), tf.float32)),
+                       jit_compile=FLAGS.xla)
+  return 2 * size ** 3 / seconds_per_call(matmul, steps)
+
+
+def seconds_per_call(function, calls):
+  """Mean seconds per call after two warm-up calls, waiting for the device at the end."""
+  for _ in range(2):
+    float(function())
+  start = time.perf_counter()
+  for _ in range(calls):
+    result = function()
+  float(result)
+  return (time.perf_counter() - start) / calls
+
+
+def _reset_memory():
+  if tf.config.list_logical_devices("GPU"):
+    tf.config.experimental.reset_memory_stats("GPU:0")
+
+
+def _peak_memory_gib():
+  if not tf.config.list_logical_devices("GPU"):
+    return None
+  return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2 ** 30
+
+
+def _out_of_memory(error):
+  return isinstance(error, tf.errors.ResourceExhaustedError) or "RESOURCE_EXHAUSTED" in str(error)
+
+
+def largest_batch_that_fits(run, max_batch_size):
+  """(batch, run(batch)) for the first batch from `max_batch_size` down, halving, at which
+  `run` does not run out of device memory."""
+  batch_size = max_batch_size
+  while True:
+    try:
+      return batch_size, run(batch_size)
+    except (tf.errors.OpError, RuntimeError) as error:
+      if not _out_of_memory(error) or batch_size == 1:
+        raise
+      logging.info("Batch %d does not fit; trying %d.", batch_size, batch_size // 2)
+      batch_size //= 2
+
+
+def time_model(settings, batch_size, size):
+  """Training s/step, peak memory and eval images/s of one model at `batch_size`."""
+  config, train = settings.model, settings.train
+  model = build_model(config)
+  optimizer = build_optimizer(train, model)
+  l2 = (l2_variables(model, train.weight_decay_head_only)
+        if train.optimizer == "sgd" and train.weight_decay > 0 else [])
+  images = tf.random.uniform([batch_size, size, size, 3], -1.0, 1.0)
+  labels = tf.random.uniform([batch_size, size, size], 0, config.num_classes, tf.int32)
+  train_step = tf.function(lambda: replica_step(model, optimizer, config, images, labels, l2=l2,
+                                                weight_decay=train.weight_decay)[0],
+                           jit_compile=FLAGS.xla)
+  eval_step = tf.function(lambda: tf.reduce_sum(tf.cast(tf.argmax(
+      model(images, training=False), -1), tf.float32)), jit_compile=FLAGS.xla)
+  _reset_memory()
+  step_seconds = seconds_per_call(train_step, FLAGS.steps)
+  eval_seconds = seconds_per_call(eval_step, FLAGS.eval_batches)
+  return dict(step_seconds=step_seconds, peak_memory_gib=_peak_memory_gib(),
+              eval_images_per_second=batch_size / eval_seconds)
+
+
+def check_experiment(flagfile, peak_flops, matmul_flops):
+  """Times one experiment at the largest batch that fits; returns its results."""
+  logging.info("%s: counting FLOPs, then timing from batch %d.", flagfile, FLAGS.max_batch_size)
+  settings = experiment_settings(flagfile, FLAGS.experiment_flags)
+  settings = dataclasses.replace(settings, model=dataclasses.replace(
+      settings.model, sync_batch_norm=False))
+  forward_flops = model_complexity(build_model(settings.model), FLAGS.size, FLAGS.size)[
+      "total"].flops
+  batch_size, timing = largest_batch_that_fits(
+      lambda batch: time_model(settings, batch, FLAGS.size), FLAGS.max_batch_size)
+  achieved = 3 * forward_flops * batch_size / timing["step_seconds"]
+  return dict(experiment=flagfile, batch_size=batch_size, forward_gflops_per_image=(
+      forward_flops / 1e9), achieved_tflops=achieved / 1e12,
+      mfu=achieved / peak_flops if peak_flops else None,
+      fraction_of_matmul=achieved / matmul_flops, **timing)
+
+
+def format_results(device, peak_flops, matmul_flops, results):
+  """The results as a table, one experiment per row."""
+  peak = f"{peak_flops / 1e12:.0f} TFLOP/s" if peak_flops else "unknown"
+  lines = [f"{device}: {FLAGS.precision}, XLA {'on' if FLAGS.xla else 'off'}, {FLAGS.size}x"
+           f"{FLAGS.size}; peak {peak}, measured matmul {matmul_flops / 1e12:.2f} TFLOP/s",
+           f"{'experiment':60}{'batch':>6}{'s/step':>9}{'TFLOP/s':>9}{'MFU':>7}{'of matmul':>11}"
+           f"{'peak GiB':>10}{'eval img/s':>12}"]
+  for r in results:
+    mfu = f"{r['mfu']:.3f}" if r["mfu"] is not None else "-"
+    memory = f"{r['peak_memory_gib']:.2f}" if r["peak_memory_gib"] is not None else "-"
+    lines.append(f"{r['experiment'][-60:]:60}{r['batch_size']:>6}{r['step_seconds']:>9.3f}"
+                 f"{r['achieved_tflops']:>9.2f}{mfu:>7}{r['fraction_of_matmul']:>11.3f}"
+                 f"{memory:>10}{r['eval_images_per_second']:>12.1f}")
+  return "\n".join(lines)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  prepare(TrainConfig(mixed_precision=FLAGS.precision))
+  device, peak_flops = device_peak()
+  matmul_flops = measured_matmul_flops(FLAGS.matmul_size)
+  results = []
+  for flagfile in FLAGS.experiments:
+    results.append(check_experiment(flagfile, peak_flops, matmul_flops))
+    logging.info("%s", json.dumps(results[-1]))
+  logging.info("Device check:\n%s", format_results(device, peak_flops, matmul_flops, results))
+  if FLAGS.output_json:
+    with tf.io.gfile.GFile(FLAGS.output_json, "w") as file:
+      json.dump(dict(device=device, precision=FLAGS.precision, xla=FLAGS.xla, size=FLAGS.size,
+                     peak_tflops=peak_flops / 1e12 if peak_flops else None,
+                     matmul_tflops=matmul_flops / 1e12, results=results), file, indent=1)
+
+
+if __name__ == "__main__":
+  app.run(main)
