@@ -16,10 +16,12 @@ from PIL import Image
 
 from datasets import builtin, cityscapes, convert, dataset_info, records, verify
 from hfgd_tf import atomic_files, checkpoints, pretrain, runs, visualize
+from hfgd_tf.flagfiles import expand_flagfiles
 from hfgd_tf.config import FlagError
 from hfgd_tf.flags import define_all_flags, run_config_from_flags
 
 gfile = tf.io.gfile
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(name="ram")
@@ -112,6 +114,46 @@ def test_a_checkpoint_prefix_on_ram_restores_the_model(ram):
   assert checkpoints.restore_model_weights(model, prefix) == prefix
   for value, weight in zip(expected, model.weights):
     np.testing.assert_array_equal(value, weight.numpy())
+
+
+@pytest.mark.usefixtures("no_local_writes")
+def test_a_paper_flagfile_in_a_bucket_reads_its_relative_includes_there(ram):
+  """The paper's experiment files copied to ram:// expand to what the local ones give, and the
+  files they include are read from ram://, not from the local experiments/."""
+  experiment = "cityscapes/hfgd-os4_r50_bs16-30k_cityscapes-513x1025.cfg"
+  for folder in ("cityscapes", "common"):
+    for name in gfile.listdir(f"{ROOT}/experiments/{folder}"):
+      gfile.makedirs(f"{ram}/experiments/{folder}")
+      gfile.copy(f"{ROOT}/experiments/{folder}/{name}", f"{ram}/experiments/{folder}/{name}")
+  local = expand_flagfiles(["main.py", f"--flagfile={ROOT}/experiments/{experiment}", "--x=1"])
+  remote = expand_flagfiles(["main.py", f"--flagfile={ram}/experiments/{experiment}", "--x=1"])
+  assert remote == local and "--dataset=cityscapes" in remote
+  assert local[1] == "--experiment_name=hfgd-os4_r50_bs16-30k_cityscapes-513x1025"
+
+  atomic_files.write_bytes(f"{ram}/experiments/common/eval_ss.cfg", b"--scales=0.5\n")
+  edited = expand_flagfiles(["main.py", f"--flagfile={ram}/experiments/{experiment}"])
+  assert "--scales=0.5" in edited and "--scales=0.5" not in local
+
+
+def test_flagfiles_in_a_bucket_nest_by_relative_and_absolute_urls(ram):
+  atomic_files.write_bytes(f"{ram}/a/top.cfg", b"--flagfile=b/mid.cfg\n--batch_size=2\n")
+  atomic_files.write_bytes(f"{ram}/a/b/mid.cfg",
+                           f"# from {ram}\n--flagfile=../../c.cfg\n--flagfile={ram}/d.cfg\n"
+                           "--mode=flops\n".encode())
+  atomic_files.write_bytes(f"{ram}/c.cfg", b"--train_steps=7\n")
+  atomic_files.write_bytes(f"{ram}/d.cfg", b"--train_steps=8\n")
+  assert expand_flagfiles(["main.py", f"--flagfile={ram}/a/top.cfg", "--batch_size=4"]) == [
+      "main.py", "--experiment_name=top", "--train_steps=7", "--train_steps=8", "--mode=flops",
+      "--batch_size=2", "--batch_size=4"]
+  atomic_files.write_bytes(f"{ram}/d.cfg", b"--flagfile=a/top.cfg\n")
+  with pytest.raises(ValueError, match=f"flagfile {ram}/a/top.cfg includes itself"):
+    expand_flagfiles(["main.py", f"--flagfile={ram}/a/top.cfg"])
+  gfile.remove(f"{ram}/c.cfg")
+  with pytest.raises(ValueError, match=f"^flagfile {ram}/c.cfg does not exist \\(included from "
+                                       f"{ram}/a/b/mid.cfg\\)$"):
+    expand_flagfiles(["main.py", f"--flagfile={ram}/a/top.cfg"])
+  with pytest.raises(ValueError, match="^flagfile nofs://x.cfg: File system scheme 'nofs' not"):
+    expand_flagfiles(["main.py", "--flagfile=nofs://x.cfg"])
 
 
 def _write_png(path, array):
