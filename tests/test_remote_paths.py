@@ -3,6 +3,7 @@
 resume, eval, predict, export, verify) runs under ram:// in this process, from an empty working
 directory and an empty HOME that must stay empty; writes are atomic there too."""
 
+import hashlib
 import io
 import os
 import uuid
@@ -207,13 +208,16 @@ def test_the_whole_chain_runs_in_a_bucket_and_writes_nothing_locally(ram):
   weights = runs.run(_settings(*common, "--pretrain_steps=2", mode="pretrain"))
   assert weights["backbone_weights"] == pretrain.weights_path(run, "resnet_test")
   assert _files(f"{run}/pretrain") == ["resnet_test.weights.h5", "resnet_test.weights.h5.json"]
-  settings = _settings(*common, f"--backbone_weights={weights['backbone_weights']}", mode="train")
-  assert settings.train.backbone_weights == f"{run}/pretrain/resnet_test.weights.h5"
+  pretrained = f"{run}/pretrain/resnet_test.weights.h5"
   with pytest.raises(FlagError, match="--backbone_weights"):
     _settings(*common, f"--backbone_weights={run}/missing.weights.h5", mode="train")
 
-  assert runs.run(_settings(*common, "--train_steps=2", "--eval_after_train=false",
-                            mode="train"))["step"] == 2
+  assert runs.run(_settings(*common, f"--backbone_weights={pretrained}", "--train_steps=2",
+                            "--eval_after_train=false", mode="train"))["step"] == 2
+  # Written once the backbone has loaded the file, before the first step.
+  assert atomic_files.read_json(f"{run}/checkpoints/backbone_weights.json") == {
+      "backbone_weights": pretrained, "file": pretrained, "url": None,
+      "sha256": hashlib.sha256(atomic_files.read_bytes(pretrained)).hexdigest()}
   assert tf.train.latest_checkpoint(f"{run}/checkpoints").endswith("ckpt-2")
   results = runs.run(_settings(*common, "--train_steps=4", "--predict_after_train",
                                "--export_after_train", mode="train"))
