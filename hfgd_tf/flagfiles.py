@@ -45,13 +45,19 @@ def _absolute(path):
   return scheme + separator + posixpath.normpath(rest)
 
 
+def _one_line(message):
+  """`message` with its line breaks and runs of spaces made single spaces (TensorFlow's messages
+  of an unreachable bucket span two lines)."""
+  return " ".join(message.split())
+
+
 def _read_url(path, where):
   """The text of flagfile URL `path`, through tf.io.gfile."""
   tf = import_tensorflow_quietly()
   try:
     exists = atomic_files.isfile(path)
   except tf.errors.OpError as error:  # an unknown scheme, an unreachable bucket
-    raise ValueError(f"flagfile {path}{where}: {error.message}") from error
+    raise ValueError(f"flagfile {path}{where}: {_one_line(error.message)}") from error
   if not exists:
     raise ValueError(f"flagfile {path} does not exist{where}")
   return atomic_files.read_bytes(path).decode("utf-8")
@@ -68,7 +74,7 @@ def _lines(path, chain):
     with open(path, encoding="utf-8") as file:
       return file.read().splitlines()
   except (OSError, UnicodeDecodeError) as error:
-    raise ValueError(f"flagfile {path}{where}: {error}") from error
+    raise ValueError(f"flagfile {path}{where}: {_one_line(str(error))}") from error
 
 
 def _included(nested, including):

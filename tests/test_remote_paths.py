@@ -157,6 +157,17 @@ def test_flagfiles_in_a_bucket_nest_by_relative_and_absolute_urls(ram):
     expand_flagfiles(["main.py", "--flagfile=nofs://x.cfg"])
 
 
+def test_an_unreachable_flagfile_url_is_one_error_line(monkeypatch):
+  def unreachable(path):
+    raise tf.errors.FailedPreconditionError(
+        None, None, f"Could not resolve host\n\t when reading metadata of {path}")
+  monkeypatch.setattr(atomic_files, "isfile", unreachable)
+  with pytest.raises(ValueError) as error:
+    expand_flagfiles(["main.py", "--flagfile=gs://bucket/x.cfg"])
+  assert str(error.value) == ("flagfile gs://bucket/x.cfg: Could not resolve host when reading "
+                              "metadata of gs://bucket/x.cfg")
+
+
 def _write_png(path, array):
   buffer = io.BytesIO()
   Image.fromarray(array).save(buffer, format="PNG")
