@@ -35,8 +35,9 @@ tf = import_tensorflow_quietly()
 import keras
 
 from datasets import builtin, records
-from hfgd_tf import atomic_files, evaluation, input_pipeline, runs, visualize
+from hfgd_tf import evaluation, input_pipeline, runs, visualize
 from hfgd_tf import train as train_lib
+from hfgd_tf.atomic_files import write_json
 from hfgd_tf.flagfiles import expand_flagfiles
 from hfgd_tf.flags import define_all_flags, run_config_from_flags
 
@@ -208,9 +209,8 @@ def run_comparison(settings, model_names, seeds, output_dir):
 def write_results(output_dir, results, **summary):
   """`summary` and every run's RunResult as results.json, the curves as learning_curves.png, in
   `output_dir` (any TF filesystem: a local folder, gs://...); returns the picture's path."""
-  atomic_files.write_json(os.path.join(output_dir, "results.json"),
-                          dict(summary, runs=[dataclasses.asdict(result) for result in results]),
-                          indent=1)
+  write_json(os.path.join(output_dir, "results.json"),
+             dict(summary, runs=[dataclasses.asdict(result) for result in results]), indent=1)
   curve_path = os.path.join(output_dir, "learning_curves.png")
   visualize.write_png(curve_path, learning_curve_image(results))
   return curve_path
