@@ -14,7 +14,8 @@ tf.io.gfile path works (one shared gs:// folder serves every host of a multi-hos
 goes to a uniquely named hidden temporary file beside its target (hfgd_tf/atomic_files.py), is
 checked (complete, an HDF5 file with the original's layer names), and only then renamed onto the
 target, so the target is either absent or complete; hosts downloading at the same time each rename
-a complete copy. The SHA-256 of the file loaded is written to `<checkpoint dir>/backbone_weights.json` with its source.
+a complete copy. The SHA-256 of the file loaded is written to
+`<checkpoint dir>/backbone_weights.json` with its source.
 """
 
 import hashlib
@@ -23,7 +24,6 @@ import os
 import urllib.error
 import urllib.request
 
-import h5py
 import tensorflow as tf
 from absl import logging
 
@@ -46,7 +46,7 @@ def cache_dir(weights_cache_dir=None):
 
 def _is_iseg_h5(path):
   try:
-    with tf.io.gfile.GFile(path, "rb") as stream, h5py.File(stream, "r") as f:
+    with iseg_h5.open_h5(path) as f:
       return iseg_h5.is_iseg_file(f)
   except OSError:  # not an HDF5 file
     return False
