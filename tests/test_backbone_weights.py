@@ -364,3 +364,20 @@ def test_every_format_loads_from_a_bucket_as_from_a_local_file(tmp_path, kind):
   assert len(report.loaded) == len(from_bucket.weights) and not report.skipped
   for want, got in zip(from_disk.weights, from_bucket.weights):
     np.testing.assert_array_equal(got.numpy(), want.numpy(), err_msg=got.path)
+
+
+def test_an_h5_file_in_a_bucket_is_read_in_one_request(tmp_path, monkeypatch):
+  """h5py seeks through an .h5 file hundreds of times; on gs:// each read would be a request."""
+  _, local = _file_of_format(tmp_path, "own.weights.h5")
+  remote = f"ram://{uuid.uuid4().hex}/own.weights.h5"
+  tf.io.gfile.copy(local, remote)
+  reads = []
+
+  class CountingGFile(tf.io.gfile.GFile):
+    def read(self, n=-1):
+      reads.append(n)
+      return super().read(n)
+
+  monkeypatch.setattr(tf.io.gfile, "GFile", CountingGFile)
+  report = load_backbone_weights(build_backbone("resnet_test"), remote)
+  assert report.loaded and reads == [-1]
