@@ -20,7 +20,6 @@ line, dot) classes' mean IoU, and of each class' IoU; `results.json` keeps every
 """
 
 import dataclasses
-import json
 import os
 import time
 
@@ -38,6 +37,7 @@ import keras
 from datasets import builtin, records
 from hfgd_tf import evaluation, runs, visualize
 from hfgd_tf import train as train_lib
+from hfgd_tf.atomic_files import write_json
 from hfgd_tf.data import pipeline
 from hfgd_tf.flagfiles import expand_flagfiles
 from hfgd_tf.flags import define_all_flags, run_config_from_flags
@@ -73,7 +73,8 @@ def _define_flags():
   flags.DEFINE_integer("eval_every", 100, "Steps between evaluations; divides steps.")
   flags.DEFINE_list("models", list(MODELS), f"Models to compare, among {list(MODELS)}.")
   flags.DEFINE_string("output_dir", os.path.join("runs", "hfgd_vs_sfpn"),
-                      "Runs, results.json and learning_curves.png go here.")
+                      "Runs, results.json and learning_curves.png go here (a local folder, "
+                      "gs://...).")
   flags.DEFINE_string("data_dir", os.path.join("runs", "builtin-data"),
                       "The built-in dataset (generated when missing).")
   flags.DEFINE_integer(
@@ -206,6 +207,16 @@ def run_comparison(settings, model_names, seeds, output_dir):
   return results
 
 
+def write_results(output_dir, results, **summary):
+  """`summary` and every run's RunResult as results.json, the curves as learning_curves.png, in
+  `output_dir` (any TF filesystem: a local folder, gs://...); returns the picture's path."""
+  write_json(os.path.join(output_dir, "results.json"),
+             dict(summary, runs=[dataclasses.asdict(result) for result in results]), indent=1)
+  curve_path = os.path.join(output_dir, "learning_curves.png")
+  visualize.write_png(curve_path, learning_curve_image(results))
+  return curve_path
+
+
 def main(argv):
   del argv
   quick = FLAGS.quick
@@ -239,15 +250,11 @@ def main(argv):
   settings = demo_settings(*overrides)
   results = run_comparison(settings, FLAGS.models, seeds, FLAGS.output_dir)
 
-  info = settings.dataset_info
-  table = summary_table(results, list(info.class_names), builtin.THIN_CLASSES)
-  os.makedirs(FLAGS.output_dir, exist_ok=True)
-  with open(os.path.join(FLAGS.output_dir, "results.json"), "w") as f:
-    json.dump(dict(steps=steps, eval_every=eval_every, seeds=seeds,
-                   backbone_weights=backbone_weights, class_names=list(info.class_names),
-                   runs=[dataclasses.asdict(result) for result in results]), f, indent=1)
-  curve_path = os.path.join(FLAGS.output_dir, "learning_curves.png")
-  visualize.write_png(curve_path, learning_curve_image(results))
+  class_names = list(settings.dataset_info.class_names)
+  table = summary_table(results, class_names, builtin.THIN_CLASSES)
+  curve_path = write_results(FLAGS.output_dir, results, steps=steps, eval_every=eval_every,
+                             seeds=seeds, backbone_weights=backbone_weights,
+                             class_names=class_names)
   print(f"{steps} steps per run, {seeds} seeds, val mIoU (mean +- std over seeds):\n{table}\n"
         f"Learning curves: {curve_path}")
 

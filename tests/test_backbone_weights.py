@@ -1,17 +1,21 @@
 """Loading backbone weights from Keras h5 files, official-key safetensors and our own files."""
 
 import json
+import os
 import struct
+import uuid
 
 import h5py
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from hfgd_tf.modeling.backbones import build_backbone
 from hfgd_tf.modeling.backbones.weights import load_backbone_weights, read_safetensors
 from tests import tiny_backbones
 
+DATA = os.path.join(os.path.dirname(__file__), "data")
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406]) * 255
 IMAGENET_STD = np.array([0.229, 0.224, 0.225]) * 255
 
@@ -318,3 +322,62 @@ def test_unknown_format_and_missing_file(tmp_path):
   (tmp_path / "weights.npz").write_bytes(b"")
   with pytest.raises(ValueError, match="unknown weight format"):
     load_backbone_weights(model, str(tmp_path / "weights.npz"))
+
+
+def _file_of_format(tmp_path, kind):
+  """(backbone name, local file) of weight file format `kind`, written by the test."""
+  if kind == "iseg.h5":
+    return "resnet_test", os.path.join(DATA, "iseg", "resnet_fixture.h5")  # its configuration
+  if kind == "official.safetensors":
+    return "convnext_test", _official_file(tmp_path, "convnext_test")[0]
+  source = build_backbone("resnet_test")
+  _randomize(source, seed=7)
+  if kind == "own.weights.h5":
+    path = str(tmp_path / "own.weights.h5")
+    source.save_weights(path)
+  elif kind == "legacy.h5":
+    from keras.src.legacy.saving import legacy_h5_format  # pylint: disable=import-outside-toplevel
+    path = str(tmp_path / "legacy.h5")
+    with h5py.File(path, "w") as f:
+      legacy_h5_format.save_weights_to_hdf5_group(f, source)
+  else:
+    torch = pytest.importorskip("torch")
+    path = str(tmp_path / "official.pth")
+    _, _, tensors = _official_file(tmp_path, "convnext_test")
+    torch.save({"state_dict": {f"backbone.{key}": torch.from_numpy(value)
+                               for key, value in tensors.items()}}, path)
+    return "convnext_test", path
+  return "resnet_test", path
+
+
+@pytest.mark.parametrize("kind", ["own.weights.h5", "legacy.h5", "iseg.h5", "official.safetensors",
+                                  "official.pth"])
+def test_every_format_loads_from_a_bucket_as_from_a_local_file(tmp_path, kind):
+  """ram:// stands in for gs://: h5py reads through a tf.io.gfile stream, never the URL."""
+  name, local = _file_of_format(tmp_path, kind)
+  remote = f"ram://{uuid.uuid4().hex}/{os.path.basename(local)}"
+  tf.io.gfile.copy(local, remote)
+  from_disk, from_bucket = build_backbone(name), build_backbone(name)
+  expected = load_backbone_weights(from_disk, local)
+  report = load_backbone_weights(from_bucket, remote)
+  assert report.source_format == expected.source_format
+  assert len(report.loaded) == len(from_bucket.weights) and not report.skipped
+  for want, got in zip(from_disk.weights, from_bucket.weights):
+    np.testing.assert_array_equal(got.numpy(), want.numpy(), err_msg=got.path)
+
+
+def test_an_h5_file_in_a_bucket_is_read_in_one_request(tmp_path, monkeypatch):
+  """h5py seeks through an .h5 file hundreds of times; on gs:// each read would be a request."""
+  _, local = _file_of_format(tmp_path, "own.weights.h5")
+  remote = f"ram://{uuid.uuid4().hex}/own.weights.h5"
+  tf.io.gfile.copy(local, remote)
+  reads = []
+
+  class CountingGFile(tf.io.gfile.GFile):
+    def read(self, n=-1):
+      reads.append(n)
+      return super().read(n)
+
+  monkeypatch.setattr(tf.io.gfile, "GFile", CountingGFile)
+  report = load_backbone_weights(build_backbone("resnet_test"), remote)
+  assert report.loaded and reads == [-1]

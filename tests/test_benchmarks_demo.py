@@ -1,10 +1,12 @@
 """The demo's benchmark: HFGD vs SFPN (table, learning-curve picture, the --quick chain); the
 backbone pretraining it starts from is tested in test_pretrain.py."""
 
+import io
 import json
 import os
 import subprocess
 import sys
+import uuid
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from PIL import Image
 
 from benchmarks import hfgd_vs_sfpn
 from datasets import builtin
+from hfgd_tf import atomic_files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASS_NAMES = list(builtin.CLASS_NAMES)
@@ -49,6 +52,20 @@ def test_learning_curves_draw_one_line_per_model_where_its_miou_is():
   sfpn_rows = rows_with(hfgd_vs_sfpn.COLOURS["sfpn"], right - 2)
   assert abs(hfgd_rows.mean() - (bottom - 0.9 * (bottom - top))) < 3
   assert abs(sfpn_rows.mean() - (bottom - 0.1 * (bottom - top))) < 3
+
+
+def test_results_and_curves_go_to_a_bucket(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  output_dir = f"ram://{uuid.uuid4().hex}/out"
+  results = [_result("sfpn", 0, 0.5, [0.5] * 7), _result("hfgd_os4", 0, 0.9, [0.9] * 7)]
+  curve_path = hfgd_vs_sfpn.write_results(output_dir, results, steps=20, seeds=1)
+  assert curve_path == f"{output_dir}/learning_curves.png"
+  saved = atomic_files.read_json(f"{output_dir}/results.json")
+  assert saved["steps"] == 20 and [run["miou"] for run in saved["runs"]] == [[0.25, 0.5],
+                                                                            [0.45, 0.9]]
+  with Image.open(io.BytesIO(atomic_files.read_bytes(curve_path))) as picture:
+    assert picture.size == (640, 400)
+  assert not list(tmp_path.iterdir())  # nothing in a local folder named "ram:"
 
 
 @pytest.mark.slow

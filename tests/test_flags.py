@@ -193,6 +193,16 @@ def test_main_checks_the_flags_before_importing_tensorflow():
   assert result.stdout.strip() == "False"
 
 
+def test_local_flagfiles_are_read_without_tensorflow():
+  experiment = f"{ROOT}/experiments/cityscapes/hfgd-os4_r50_bs16-30k_cityscapes-513x1025.cfg"
+  code = ("import sys; from hfgd_tf.flagfiles import expand_flagfiles; "
+          f"argv = expand_flagfiles(['main.py', '--flagfile={experiment}']); "
+          "print('--dataset=cityscapes' in argv, 'tensorflow' in sys.modules)")
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                          env=dict(os.environ, PYTHONPATH=ROOT), timeout=120, check=False)
+  assert result.stdout.split() == ["True", "False"], result.stderr[-2000:]
+
+
 def test_main_reports_a_missing_data_dir_in_one_line():
   result = _main("--dataset=coco_stuff", "--data_dir=/nonexistent")
   assert result.returncode != 0

@@ -3,6 +3,7 @@
 resume, eval, predict, export, verify) runs under ram:// in this process, from an empty working
 directory and an empty HOME that must stay empty; writes are atomic there too."""
 
+import hashlib
 import io
 import os
 import uuid
@@ -16,10 +17,12 @@ from PIL import Image
 
 from datasets import builtin, cityscapes, convert, dataset_info, records, verify
 from hfgd_tf import atomic_files, checkpoints, pretrain, runs, visualize
+from hfgd_tf.flagfiles import expand_flagfiles
 from hfgd_tf.config import FlagError
 from hfgd_tf.flags import define_all_flags, run_config_from_flags
 
 gfile = tf.io.gfile
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(name="ram")
@@ -114,6 +117,57 @@ def test_a_checkpoint_prefix_on_ram_restores_the_model(ram):
     np.testing.assert_array_equal(value, weight.numpy())
 
 
+@pytest.mark.usefixtures("no_local_writes")
+def test_a_paper_flagfile_in_a_bucket_reads_its_relative_includes_there(ram):
+  """The paper's experiment files copied to ram:// expand to what the local ones give, and the
+  files they include are read from ram://, not from the local experiments/."""
+  experiment = "cityscapes/hfgd-os4_r50_bs16-30k_cityscapes-513x1025.cfg"
+  for folder in ("cityscapes", "common"):
+    for name in gfile.listdir(f"{ROOT}/experiments/{folder}"):
+      gfile.makedirs(f"{ram}/experiments/{folder}")
+      gfile.copy(f"{ROOT}/experiments/{folder}/{name}", f"{ram}/experiments/{folder}/{name}")
+  local = expand_flagfiles(["main.py", f"--flagfile={ROOT}/experiments/{experiment}", "--x=1"])
+  remote = expand_flagfiles(["main.py", f"--flagfile={ram}/experiments/{experiment}", "--x=1"])
+  assert remote == local and "--dataset=cityscapes" in remote
+  assert local[1] == "--experiment_name=hfgd-os4_r50_bs16-30k_cityscapes-513x1025"
+
+  atomic_files.write_bytes(f"{ram}/experiments/common/eval_ss.cfg", b"--scales=0.5\n")
+  edited = expand_flagfiles(["main.py", f"--flagfile={ram}/experiments/{experiment}"])
+  assert "--scales=0.5" in edited and "--scales=0.5" not in local
+
+
+def test_flagfiles_in_a_bucket_nest_by_relative_and_absolute_urls(ram):
+  atomic_files.write_bytes(f"{ram}/a/top.cfg", b"--flagfile=b/mid.cfg\n--batch_size=2\n")
+  atomic_files.write_bytes(f"{ram}/a/b/mid.cfg",
+                           f"# from {ram}\n--flagfile=../../c.cfg\n--flagfile={ram}/d.cfg\n"
+                           "--mode=flops\n".encode())
+  atomic_files.write_bytes(f"{ram}/c.cfg", b"--train_steps=7\n")
+  atomic_files.write_bytes(f"{ram}/d.cfg", b"--train_steps=8\n")
+  assert expand_flagfiles(["main.py", f"--flagfile={ram}/a/top.cfg", "--batch_size=4"]) == [
+      "main.py", "--experiment_name=top", "--train_steps=7", "--train_steps=8", "--mode=flops",
+      "--batch_size=2", "--batch_size=4"]
+  atomic_files.write_bytes(f"{ram}/d.cfg", b"--flagfile=a/top.cfg\n")
+  with pytest.raises(ValueError, match=f"flagfile {ram}/a/top.cfg includes itself"):
+    expand_flagfiles(["main.py", f"--flagfile={ram}/a/top.cfg"])
+  gfile.remove(f"{ram}/c.cfg")
+  with pytest.raises(ValueError, match=f"^flagfile {ram}/c.cfg does not exist \\(included from "
+                                       f"{ram}/a/b/mid.cfg\\)$"):
+    expand_flagfiles(["main.py", f"--flagfile={ram}/a/top.cfg"])
+  with pytest.raises(ValueError, match="^flagfile nofs://x.cfg: File system scheme 'nofs' not"):
+    expand_flagfiles(["main.py", "--flagfile=nofs://x.cfg"])
+
+
+def test_an_unreachable_flagfile_url_is_one_error_line(monkeypatch):
+  def unreachable(path):
+    raise tf.errors.FailedPreconditionError(
+        None, None, f"Could not resolve host\n\t when reading metadata of {path}")
+  monkeypatch.setattr(atomic_files, "isfile", unreachable)
+  with pytest.raises(ValueError) as error:
+    expand_flagfiles(["main.py", "--flagfile=gs://bucket/x.cfg"])
+  assert str(error.value) == ("flagfile gs://bucket/x.cfg: Could not resolve host when reading "
+                              "metadata of gs://bucket/x.cfg")
+
+
 def _write_png(path, array):
   buffer = io.BytesIO()
   Image.fromarray(array).save(buffer, format="PNG")
@@ -165,13 +219,16 @@ def test_the_whole_chain_runs_in_a_bucket_and_writes_nothing_locally(ram):
   weights = runs.run(_settings(*common, "--pretrain_steps=2", mode="pretrain"))
   assert weights["backbone_weights"] == pretrain.weights_path(run, "resnet_test")
   assert _files(f"{run}/pretrain") == ["resnet_test.weights.h5", "resnet_test.weights.h5.json"]
-  settings = _settings(*common, f"--backbone_weights={weights['backbone_weights']}", mode="train")
-  assert settings.train.backbone_weights == f"{run}/pretrain/resnet_test.weights.h5"
+  pretrained = f"{run}/pretrain/resnet_test.weights.h5"
   with pytest.raises(FlagError, match="--backbone_weights"):
     _settings(*common, f"--backbone_weights={run}/missing.weights.h5", mode="train")
 
-  assert runs.run(_settings(*common, "--train_steps=2", "--eval_after_train=false",
-                            mode="train"))["step"] == 2
+  assert runs.run(_settings(*common, f"--backbone_weights={pretrained}", "--train_steps=2",
+                            "--eval_after_train=false", mode="train"))["step"] == 2
+  # Written once the backbone has loaded the file, before the first step.
+  assert atomic_files.read_json(f"{run}/checkpoints/backbone_weights.json") == {
+      "backbone_weights": pretrained, "file": pretrained, "url": None,
+      "sha256": hashlib.sha256(atomic_files.read_bytes(pretrained)).hexdigest()}
   assert tf.train.latest_checkpoint(f"{run}/checkpoints").endswith("ckpt-2")
   results = runs.run(_settings(*common, "--train_steps=4", "--predict_after_train",
                                "--export_after_train", mode="train"))

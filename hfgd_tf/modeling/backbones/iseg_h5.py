@@ -31,6 +31,8 @@ The arrays are already in TF layouts. Swin's int64 `relative_position_index` buf
 with the standard index (ours is computed, not stored): equal ones are ignored, others reported.
 """
 
+import contextlib
+import io
 import re
 from typing import Dict, List, Tuple
 
@@ -38,6 +40,7 @@ import h5py
 import numpy as np
 import tensorflow as tf
 
+from hfgd_tf import atomic_files
 from hfgd_tf.modeling.backbones.swin import relative_position_index
 
 FORMAT = "iseg h5 (the original codebase's Keras 2 weights)"
@@ -163,7 +166,17 @@ def convert_groups(groups):
   return converted, unexpected, ignored
 
 
-def read_iseg_h5(path):
-  """({our key: (array, source)}, unexpected, ignored) for an iSeg file at `path` (gfile paths)."""
-  with tf.io.gfile.GFile(path, "rb") as stream, h5py.File(stream, "r") as h5_file:
-    return convert_groups(read_groups(h5_file))
+@contextlib.contextmanager
+def open_h5(path):
+  """The HDF5 file at `path` (an h5py.File to read) on any filesystem TensorFlow knows.
+
+  h5py opens local names only and reads a weights file by thousands of seeks (2,172 reads to load
+  ResNet-50's .weights.h5), each one request on a bucket: a remote file is read once, whole,
+  through tf.io.gfile into memory; a local one is streamed through tf.io.gfile.
+  """
+  if atomic_files.is_local(path):
+    with tf.io.gfile.GFile(path, "rb") as stream, h5py.File(stream, "r") as h5_file:
+      yield h5_file
+  else:
+    with h5py.File(io.BytesIO(atomic_files.read_bytes(path)), "r") as h5_file:
+      yield h5_file

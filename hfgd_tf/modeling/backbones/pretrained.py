@@ -24,7 +24,6 @@ import os
 import urllib.error
 import urllib.request
 
-import h5py
 import tensorflow as tf
 from absl import logging
 
@@ -47,7 +46,7 @@ def cache_dir(weights_cache_dir=None):
 
 def _is_iseg_h5(path):
   try:
-    with tf.io.gfile.GFile(path, "rb") as stream, h5py.File(stream, "r") as f:
+    with iseg_h5.open_h5(path) as f:
       return iseg_h5.is_iseg_file(f)
   except OSError:  # not an HDF5 file
     return False

@@ -108,8 +108,9 @@ def _read_torch(path):
           for name, tensor in state.items() if isinstance(tensor, torch.Tensor)}
 
 
-def read_keras_h5(path):
-  """{layer name: [arrays in the layer's variable order]} from a Keras 3 or legacy .h5 file."""
+def read_keras_h5(f, path):
+  """{layer name: [arrays in the layer's variable order]} from the Keras 3 or legacy .h5 file `f`
+  (an h5py.File) read from `path`."""
   layers: Dict[str, List[np.ndarray]] = {}
 
   def add(layer_name, arrays):
@@ -119,24 +120,23 @@ def read_keras_h5(path):
       raise ValueError(f"{path}: layer name {layer_name!r} occurs twice; cannot map it")
     layers[layer_name] = arrays
 
-  with tf.io.gfile.GFile(path, "rb") as stream, h5py.File(stream, "r") as f:
-    layer_names = iseg_h5.read_attribute_list(f.attrs, "layer_names")
-    if layer_names:  # legacy (Keras 2 style) format
-      for group_name in layer_names:
-        by_layer: Dict[str, List[np.ndarray]] = {}
-        for weight_name in iseg_h5.read_attribute_list(f[group_name].attrs, "weight_names"):
-          # "outer/inner/kernel:0" or "layer/kernel:0": the owning layer is the second-to-last part.
-          parts = weight_name.split("/")
-          owner = parts[-2] if len(parts) > 1 else group_name
-          by_layer.setdefault(owner, []).append(np.asarray(f[group_name][weight_name]))
-        for owner, arrays in by_layer.items():
-          add(owner, arrays)
-    else:  # Keras 3 .weights.h5: groups ".../vars" named after their layer, datasets "0", "1", ...
-      def visit(_, node):
-        if isinstance(node, h5py.Group) and node.name.endswith("/vars") and "name" in node.attrs:
-          add(_decode([node.attrs["name"]])[0],
-              [np.asarray(node[str(i)]) for i in range(len(node))])
-      f.visititems(visit)
+  layer_names = iseg_h5.read_attribute_list(f.attrs, "layer_names")
+  if layer_names:  # legacy (Keras 2 style) format
+    for group_name in layer_names:
+      by_layer: Dict[str, List[np.ndarray]] = {}
+      for weight_name in iseg_h5.read_attribute_list(f[group_name].attrs, "weight_names"):
+        # "outer/inner/kernel:0" or "layer/kernel:0": the owning layer is the second-to-last part.
+        parts = weight_name.split("/")
+        owner = parts[-2] if len(parts) > 1 else group_name
+        by_layer.setdefault(owner, []).append(np.asarray(f[group_name][weight_name]))
+      for owner, arrays in by_layer.items():
+        add(owner, arrays)
+  else:  # Keras 3 .weights.h5: groups ".../vars" named after their layer, datasets "0", "1", ...
+    def visit(_, node):
+      if isinstance(node, h5py.Group) and node.name.endswith("/vars") and "name" in node.attrs:
+        add(_decode([node.attrs["name"]])[0],
+            [np.asarray(node[str(i)]) for i in range(len(node))])
+    f.visititems(visit)
   return layers
 
 
@@ -309,11 +309,10 @@ def read_backbone_weights(path, slots):
   if lower.endswith((".pth", ".pt", ".bin")):
     return ("pytorch (official key names)",) + _convert_torch(_read_torch(path))
   if lower.endswith(".h5"):
-    with tf.io.gfile.GFile(path, "rb") as stream, h5py.File(stream, "r") as f:
-      original = iseg_h5.is_iseg_file(f)
-    if original:
-      return (iseg_h5.FORMAT,) + iseg_h5.read_iseg_h5(path)
-    return ("keras h5",) + _convert_keras(read_keras_h5(path), slots)
+    with iseg_h5.open_h5(path) as f:
+      if iseg_h5.is_iseg_file(f):
+        return (iseg_h5.FORMAT,) + iseg_h5.convert_groups(iseg_h5.read_groups(f))
+      return ("keras h5",) + _convert_keras(read_keras_h5(f, path), slots)
   raise ValueError(f"{path}: unknown weight format; expected .weights.h5, .h5, .safetensors, .pth")
 
 
