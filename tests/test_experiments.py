@@ -238,7 +238,7 @@ def test_mode(experiment, mode, workspace, caplog):
     assert 0 <= _eval_results(settings)["mean_iou"] <= 1  # eval_after_train
     return
   settings = _settings(_arguments(experiment, mode, workspace))
-  caplog.set_level(logging.INFO)
+  caplog.set_level(logging.INFO, logger="absl")  # the modes report through absl logging
   result = runs.run(settings)
   if mode.startswith("eval"):
     written = _eval_results(settings)
