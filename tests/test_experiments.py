@@ -9,9 +9,10 @@ same family, narrow heads, small crops and eval pads, two training steps, the ch
 and a tiny copy of the dataset in its own format (one per dataset, shared by its experiments).
 
 The whole matrix takes tens of minutes on 2 cores, so most of it is marked slow. What stays fast
-is every experiment's flags resolved in every mode, and, per mode, the fewest experiments that
+is every experiment's flags resolved in every mode, and, per mode, a greedy cover: experiments that
 together hold every value of what that mode depends on (`_mode_features`: dataset, recipe,
-backbone family, encoder, decoder, HFGM, output stride).
+backbone family, encoder, decoder, HFGM, output stride): 13 trainings, 93 tests, about 7.5
+CPU-minutes (measured on a shared 2-core machine: 425 s user + system for 83 of them).
 """
 
 import glob
@@ -106,7 +107,8 @@ def _mode_features(settings):
 
 
 def _cover(candidates, features):
-  """The fewest `candidates` (greedy, first in order on ties) holding every value of `features`."""
+  """A few `candidates` (greedy: the one adding most, first on ties) holding every value of
+  `features`."""
   chosen, covered = [], set()
   wanted = set().union(*(features[name] for name in candidates))
   while covered != wanted:
@@ -238,7 +240,7 @@ def test_mode(experiment, mode, workspace, caplog):
     assert 0 <= _eval_results(settings)["mean_iou"] <= 1  # eval_after_train
     return
   settings = _settings(_arguments(experiment, mode, workspace))
-  caplog.set_level(logging.INFO, logger="absl")  # the modes report through absl logging
+  caplog.set_level(logging.INFO, logger="absl")  # an export in this process raises its level
   result = runs.run(settings)
   if mode.startswith("eval"):
     written = _eval_results(settings)
