@@ -40,9 +40,10 @@ MATMUL_SIZE = 2048  # square matmul of the peak: large enough to saturate, small
 
 
 def sfpn_baseline(config):
-  """The SemanticFPN baseline of `config`: same backbone and width, no encoder, no HFGM."""
+  """The SemanticFPN baseline of `config`: same backbone (undilated: SFPN reads its OS=4..32
+  pyramid) and width, no encoder, no HFGM."""
   return dataclasses.replace(config, encoder="identity", decoder="sfpn", decoder_output_stride=4,
-                             hfgm=False, hfgm_axial_attention=False)
+                             hfgm=False, hfgm_axial_attention=False, backbone_output_stride=32)
 
 
 @dataclasses.dataclass

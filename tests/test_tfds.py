@@ -26,6 +26,7 @@ from hfgd_tf import train as train_lib
 from hfgd_tf.config import AugmentConfig, FlagError, ModelConfig, TrainConfig
 from hfgd_tf.data import pipeline
 from hfgd_tf.flags import define_all_flags, run_config_from_flags
+from tests.experiment_data import write_pet_shards
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CITYSCAPES = "tfds:cityscapes/semantic_segmentation"
@@ -271,36 +272,9 @@ def test_runs_on_other_datasets_never_import_tensorflow_datasets(tmp_path):
   assert result.returncode == 0, result.stderr[-2000:]
 
 
-def _write_pet_shards(data_dir, shards):
-  """A really prepared oxford_iiit_pet: {split: [[raw trimap per example] per shard]}, images
-  [H, W, 3] random, every other feature filled; returns {file name: raw trimap}."""
-  builder = tfds.builder("oxford_iiit_pet", data_dir=str(data_dir))
-  os.makedirs(builder.data_dir)
-  split_infos, trimaps = [], {}
-  for split, split_shards in shards.items():
-    template = tfds.core.ShardedFileTemplate(data_dir=builder.data_dir, dataset_name=builder.name,
-                                             split=split, filetype_suffix="tfrecord")
-    for shard, raws in enumerate(split_shards):
-      path = template.sharded_filepath(shard_index=shard, num_shards=len(split_shards))
-      with tf.io.TFRecordWriter(os.fspath(path)) as writer:
-        for index, raw in enumerate(raws):
-          file_name = f"{split}_{shard}_{index}.jpg"
-          trimaps[file_name] = raw
-          writer.write(builder.info.features.serialize_example({
-              "image": _image(*raw.shape, seed=index), "label": 0, "species": 1,
-              "file_name": file_name, "segmentation_mask": raw[..., None],
-              "head_bbox": tfds.features.BBox(0.1, 0.1, 0.5, 0.5)}))
-    split_infos.append(tfds.core.SplitInfo(
-        name=split, shard_lengths=[len(raws) for raws in split_shards], num_bytes=0,
-        filename_template=template))
-  builder.info.set_splits(tfds.core.SplitDict(split_infos))
-  builder.info.write_to_directory(builder.data_dir)
-  return trimaps
-
-
 def test_real_pet_shards_are_mapped_and_sharded_per_input_pipeline(tmp_path):
   pet, background = np.full((20, 30), 1, np.uint8), np.full((20, 30), 2, np.uint8)
-  trimaps = _write_pet_shards(tmp_path, {"train": [[pet, pet], [background, background]],
+  trimaps = write_pet_shards(tmp_path, {"train": [[pet, pet], [background, background]],
                                          "test": [[PETS_RAW, _tile(PETS_RAW, 7, 9)]]})
   decoded = _eval_examples(PETS, tmp_path, "test", eval_size=(16, 16))
   assert sorted(decoded) == ["test_0_0.jpg", "test_0_1.jpg"]
@@ -324,7 +298,7 @@ def test_real_pet_shards_are_mapped_and_sharded_per_input_pipeline(tmp_path):
 def test_main_trains_evaluates_predicts_and_exports_from_real_pet_shards(tmp_path):
   rng = np.random.default_rng(0)
   trimaps = [rng.integers(1, 4, (40, 48), dtype=np.uint8) for _ in range(6)]
-  _write_pet_shards(tmp_path / "tfds", {"train": [trimaps[:4]], "test": [trimaps[4:]]})
+  write_pet_shards(tmp_path / "tfds", {"train": [trimaps[:4]], "test": [trimaps[4:]]})
   env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
   result = subprocess.run(
       [sys.executable, os.path.join(ROOT, "main.py"), f"--dataset={PETS}",
