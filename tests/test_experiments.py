@@ -46,7 +46,7 @@ OVERRIDES = ("--train_steps=2", "--batch_size=2", "--eval_batch_size=2", "--shuf
              "--encoder_filters=16", "--cae_car_filters=16", "--decoder_filters=16",
              "--builtin_num_train=4", "--builtin_num_val=2", "--flops_height=33",
              "--flops_width=33", "--benchmark_steps=1", "--benchmark_rounds=1",
-             "--benchmark_batch_size=1", "--benchmark_memory=false")
+             "--benchmark_batch_size=1", "--benchmark_memory=false", "--backbone_weights=none")
 # Per dataset: image size of its tiny copy, crop, eval pad (all H, W) and the sliding window where
 # its recipe names one (cityscapes.cfg: "--sliding_window=1025,1025 (or the crop)").
 TINY_DATA = {"pascal_context": ((28, 32), (33, 33), (33, 33), None),
