@@ -4,7 +4,7 @@ to 16) that fits, its model FLOPs utilisation (MFU), peak memory and eval images
   benchmarks/device_check.sh            # SFPN, HFGD OS=4, HFGD OS=2: ResNet-50, 513x513, bf16
   python -m benchmarks.device_check --experiments=A.cfg,B.cfg --size=513 --output_json=r.json
 
-Each experiment's own flagfile gives the model and the optimizer recipe (hfgd_tf/flags.py), so
+Each experiment's own flagfile gives the model and the optimizer recipe (hfgd_tf/flags/), so
 what is timed is what a run of it trains. Inputs are random (this times the model, not the input
 pipeline); every step is compiled and run twice before it is timed. A batch that does not fit is
 halved until one does.
