@@ -16,6 +16,9 @@ tiny_backbones.register()
 
 def pytest_configure(config):
   config.addinivalue_line("markers", "slow: end-to-end tests that take more than a few seconds")
+  config.addinivalue_line(
+      "markers", "matrix: every experiment flagfile in every mode (tests/test_experiments.py) "
+      "beyond the few the other runs keep; tens of minutes")
   # Keras 3.15's save_weights converts variables with np.array(copy=False) semantics that numpy 2
   # deprecates; it is Keras' own call, once per variable.
   config.addinivalue_line(
