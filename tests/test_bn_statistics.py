@@ -92,6 +92,7 @@ def _train(data_dir, tmp_path, **overrides):
   return trainer
 
 
+@pytest.mark.slow  # > 15 s on 2 cores; CI runs it
 def test_trainer_recalibrates_before_its_last_checkpoint(data_dir, tmp_path):
   trainer = _train(data_dir, tmp_path, bn_recalibration_batches=2)
   stem = trainer.model.backbone.get_layer("stem_1_bn")

@@ -208,6 +208,7 @@ def test_evaluate_matches_argmax_of_multi_scale_logits_and_writes_results(tmp_pa
   assert os.listdir(path.parent) == ["results.json"]  # no temporary file left behind
 
 
+@pytest.mark.slow  # > 15 s on 2 cores; CI runs it
 def test_mirrored_strategy_gives_the_single_device_confusion_matrix():
   env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
   result = subprocess.run(

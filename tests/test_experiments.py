@@ -8,10 +8,10 @@ restoring the checkpoint training just wrote. Only sizes are overridden: a tiny 
 same family, narrow heads, small crops and eval pads, two training steps, the cheapest benchmark
 and a tiny copy of the dataset in its own format (one per dataset, shared by its experiments).
 
-The whole matrix (35 experiments, ~290 runs) takes tens of minutes on 2 cores, so the rest is
-marked `matrix` (and slow): `python3 -m pytest -q -m matrix tests` runs it. What stays in the default run is every experiment's flags resolved in every mode
-(no TensorFlow work), HFGD OS=4 R50 on Pascal Context in every mode and the Cityscapes sliding
-window (FAST_EXPERIMENTS).
+The whole matrix (35 experiments, ~290 runs) takes tens of minutes on 2 cores. The default run
+keeps every experiment's flags resolved in every mode (no TensorFlow work), HFGD OS=4 R50 on Pascal
+Context in every mode and the Cityscapes sliding window (FAST_EXPERIMENTS); the rest is marked
+`matrix` (and slow): `python3 -m pytest -q -m matrix tests` runs it.
 """
 
 import glob

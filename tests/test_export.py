@@ -51,6 +51,7 @@ def model():
                                  encoder_filters=32, decoder_filters=16))
 
 
+@pytest.mark.slow  # > 15 s on 2 cores; CI runs it
 def test_exported_class_maps_equal_in_process_evaluation(model, tmp_path):
   rng = np.random.RandomState(0)
   images = {"a": rng.randint(0, 256, (2, 29, 37, 3)).astype(np.uint8),

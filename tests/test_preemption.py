@@ -58,6 +58,7 @@ def test_signal_watch_records_one_signal_and_restores_the_handlers():
       os.kill(os.getpid(), signal.SIGINT)
 
 
+@pytest.mark.slow  # > 15 s on 2 cores; CI runs it
 def test_sigterm_saves_at_the_step_reached_and_the_rerun_ends_bit_identical(data_dir, tmp_path,
                                                                            caplog):
   config = lambda name: tiny_train_config(data_dir, tmp_path / name, deterministic=True,

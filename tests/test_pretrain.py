@@ -23,6 +23,7 @@ def test_shape_examples_hold_one_object_named_by_its_class():
     assert set(np.unique(label)) == {0, shape + 1}
 
 
+@pytest.mark.slow  # > 15 s on 2 cores; CI runs it
 def test_pretraining_learns_to_name_the_shapes_it_trains_on():
   # 12 images, 60 steps: a network that learns names most (0.76 measured); chance is 1/6.
   _, accuracy = pretrain.pretrain_backbone("resnet_test", steps=60, num_images=12, batch_size=12,
@@ -55,6 +56,7 @@ def test_weights_are_written_reused_and_never_overwritten_by_other_settings(tmp_
   assert not [name for name in os.listdir(os.path.dirname(path)) if "incomplete" in name]
 
 
+@pytest.mark.slow  # > 15 s on 2 cores; CI runs it
 def test_mode_pretrain_writes_weights_that_backbone_weights_loads(tmp_path):
   flag_values = flags.FlagValues()
   define_all_flags(flag_values)

@@ -56,6 +56,7 @@ def _assert_step_compiles_and_trains(data_dir, tmp_path, model_config):
   assert any(not np.array_equal(a, b) for a, b in zip(before, _weights(trainer.model)))
 
 
+@pytest.mark.slow  # > 15 s on 2 cores; CI runs it
 def test_hfgd_train_step_compiles(data_dir, tmp_path):
   _assert_step_compiles_and_trains(data_dir, tmp_path, TINY)
 
@@ -105,6 +106,7 @@ def test_jit_compile_auto_is_off_on_cpu_and_flags_win():
   assert use_jit_compile("on") and not use_jit_compile("off")
 
 
+@pytest.mark.slow  # > 15 s on 2 cores; CI runs it
 def test_steps_per_loop_gives_the_weights_of_single_steps_and_keeps_cadences(data_dir, tmp_path):
   tf.config.experimental.enable_op_determinism()
   common = dict(train_steps=6, log_every=3, checkpoint_every=4, deterministic=True,
