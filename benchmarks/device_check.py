@@ -57,10 +57,12 @@ FLAGS = flags.FLAGS
 
 
 def experiment_settings(flagfile, extra_flags=()):
-  """RunSettings of `flagfile` (+ `extra_flags`) as main.py would resolve them."""
+  """RunSettings of `flagfile` (+ `extra_flags`) as main.py would resolve them; random backbone
+  weights (timing needs no pretrained values, and device machines may have no internet)."""
   values = flags.FlagValues()
   hfgd_flags.define_all_flags(values)
-  values(expand_flagfiles(["device_check", f"--flagfile={flagfile}", *extra_flags]))
+  values(expand_flagfiles(["device_check", f"--flagfile={flagfile}", "--backbone_weights=none",
+                           *extra_flags]))
   return hfgd_flags.run_config_from_flags(values, mode="benchmark")
 
 
