@@ -67,7 +67,7 @@ def run_train(settings):
   With --pretrain_steps, a run that starts from scratch first pretrains its backbone."""
   from hfgd_tf import train
   from hfgd_tf.checkpoints import latest_resume_point
-  from hfgd_tf.distribution import create_strategy, use_jit_compile
+  from hfgd_tf.distribution import create_strategy, is_chief, use_jit_compile
   from hfgd_tf.evaluation import PeriodicEval
   _prepare_data(settings)
   strategy = create_strategy(settings.train.distribution, settings.train.tpu,
@@ -89,21 +89,25 @@ def run_train(settings):
   logging.info("Training done at step %d; checkpoints in %s, TensorBoard logs in %s.",
                results["step"], settings.train.checkpoint_dir, settings.train.tensorboard_dir)
   if settings.train.eval_after_train:
-    run_eval(settings, model=trainer.model)
-  if settings.predict_after_train:
-    run_predict(settings, model=trainer.model)
-  if settings.export_after_train:
-    run_export(settings, model=trainer.model)
+    run_eval(settings, model=trainer.model, strategy=strategy)
+  if not is_chief(strategy):
+    if settings.predict_after_train or settings.export_after_train:
+      logging.info("Predictions and the SavedModel are written by the chief worker.")
+  else:
+    if settings.predict_after_train:
+      run_predict(settings, model=trainer.model)
+    if settings.export_after_train:
+      run_export(settings, model=trainer.model)
   return results
 
 
-def run_eval(settings, model=None):
-  """mIoU with the configured protocol; per-class table on the console, JSON in model_dir."""
+def run_eval(settings, model=None, strategy=None):
+  """mIoU with the configured protocol; per-class table on the console, JSON in model_dir (by the
+  chief alone when workers share the evaluation). `model`: one built under `strategy`'s scope."""
   from hfgd_tf import evaluation
   from hfgd_tf.data import pipeline
-  from hfgd_tf.distribution import create_strategy, use_jit_compile
+  from hfgd_tf.distribution import create_strategy, is_chief, use_jit_compile
   _prepare_data(settings)
-  strategy = None
   if model is None:
     strategy = create_strategy(settings.train.distribution, settings.train.tpu,
                              settings.train.cluster_resolver, settings.train.slurm_port_base)
@@ -121,10 +125,13 @@ def run_eval(settings, model=None):
                                 **_protocol(settings))
   class_names = settings.dataset_info.class_names
   path = os.path.join(settings.train.model_dir, "eval_results.json")
-  evaluation.write_results_json(results, class_names, path, extra=dict(
-      dataset=settings.train.dataset, split=settings.train.eval_split,
-      scales=list(settings.eval.scales), flip=settings.eval.flip,
-      sliding_window=settings.eval.sliding_window))
+  if is_chief(strategy):
+    evaluation.write_results_json(results, class_names, path, extra=dict(
+        dataset=settings.train.dataset, split=settings.train.eval_split,
+        scales=list(settings.eval.scales), flip=settings.eval.flip,
+        sliding_window=settings.eval.sliding_window))
+  else:
+    path = "(the chief's) " + path
   logging.info("Eval on %s/%s:\n%s\nResults written to %s.", settings.train.dataset,
                settings.train.eval_split, evaluation.format_results(results, class_names), path)
   return results
