@@ -67,6 +67,9 @@ def build_subject(name, model_config, train_config, batch_size, eval_size, jit_c
   images = tf.random.uniform([batch_size, *crop, 3], -1.0, 1.0)
   labels = tf.random.uniform([batch_size, *crop], 0, model_config.num_classes, tf.int32)
   eval_images = tf.random.uniform([batch_size, *eval_size, 3], -1.0, 1.0)
+  # Each distinct input size is traced and counted once (the crop is often the eval size).
+  macs = {size: model_complexity(model, *size)["total"].multiply_adds
+          for size in {tuple(eval_size), crop}}
 
   def train():
     return replica_step(model, optimizer, model_config, images, labels, l2=l2,
@@ -78,8 +81,7 @@ def build_subject(name, model_config, train_config, batch_size, eval_size, jit_c
   return Subject(
       name=name, train=tf.function(train, jit_compile=jit_compile),
       infer=tf.function(infer, jit_compile=jit_compile),
-      infer_macs=model_complexity(model, *eval_size)["total"].multiply_adds,
-      train_macs=model_complexity(model, *crop)["total"].multiply_adds,
+      infer_macs=macs[tuple(eval_size)], train_macs=macs[crop],
       params=int(sum(np.prod(variable.shape) for variable in model.trainable_variables)))
 
 

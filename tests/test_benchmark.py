@@ -52,3 +52,19 @@ def test_interleaved_times_alternate_the_models_round_by_round(monkeypatch):
   times = benchmark.interleaved_times(subjects, steps=1, rounds=2)
   assert order[10:] == ["a/train", "b/train", "a/infer", "b/infer", "matmul"] * 2  # after warm-up
   assert all(len(values) == 2 for kind in times.values() for values in kind.values())
+
+
+@pytest.mark.parametrize("crop", [33, 65])
+def test_subject_counts_each_distinct_input_size_once(monkeypatch, crop):
+  sizes = []
+  count = benchmark.model_complexity
+
+  def recording_count(model, height, width):
+    sizes.append((height, width))
+    return count(model, height, width)
+  monkeypatch.setattr(benchmark, "model_complexity", recording_count)
+  settings = _settings()
+  train = TrainConfig(augment=AugmentConfig(crop_height=crop, crop_width=crop), jit_compile="off")
+  subject = benchmark.build_subject("hfgd", settings.model, train, 1, (33, 33), False)
+  assert sorted(sizes) == sorted({(33, 33), (crop, crop)})
+  assert (subject.train_macs == subject.infer_macs) == (crop == 33)
