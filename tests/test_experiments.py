@@ -8,10 +8,14 @@ restoring the checkpoint training just wrote. Only sizes are overridden: a tiny 
 same family, narrow heads, small crops and eval pads, two training steps, the cheapest benchmark
 and a tiny copy of the dataset in its own format (one per dataset, shared by its experiments).
 
-The whole matrix (35 experiments, ~290 runs) takes tens of minutes on 2 cores. The default run
-keeps every experiment's flags resolved in every mode (no TensorFlow work), HFGD OS=4 R50 on Pascal
-Context in every mode and the Cityscapes sliding window (FAST_EXPERIMENTS); the rest is marked
-`matrix` (and slow): `python3 -m pytest -q -m matrix tests` runs it.
+A run costs what tracing its model costs (~2 s per traced step of a tiny model on a 2-core CPU, and
+each mode traces its own), so an experiment's eight modes take ~45 s and the whole matrix (36
+experiments, 258 runs) ~27 min in one process. The default run keeps every experiment's flags
+resolved in every mode (no TensorFlow work), HFGD OS=4 R50 on Pascal Context in every mode and the
+Cityscapes sliding window (FAST_EXPERIMENTS); the rest is marked `matrix` (and slow). CI runs it on
+two processes, each experiment's modes in one of them (its training is shared):
+`python3 -m pytest -q -n 2 --dist loadgroup -m matrix tests` (249 runs, 20 min 37 s on 2 cores;
+per mode, in seconds: benchmark 22, eval_mf 14, train 13, export 7, eval 5, predict 4, flops 3).
 """
 
 import glob
@@ -193,7 +197,8 @@ def test_flags_resolve_in_every_mode(experiment, workspace):
 
 def _params():
   return [pytest.param(experiment, mode, id=f"{experiment}-{mode}",
-                       marks=() if fast else (pytest.mark.slow, pytest.mark.matrix))
+                       marks=(pytest.mark.xdist_group(experiment),
+                              *(() if fast else (pytest.mark.slow, pytest.mark.matrix))))
           for experiment, mode, fast in MATRIX]
 
 
