@@ -6,7 +6,7 @@ import os
 
 from absl import flags
 
-from hfgd_tf import distribution, runs
+from hfgd_tf import distribution, runs, train
 from hfgd_tf.flags import define_all_flags, run_config_from_flags
 
 TINY = ["--dataset=builtin", "--backbone=resnet_test", "--encoder_filters=16",
@@ -27,9 +27,10 @@ def _settings(tmp_path, *arguments, mode="train"):
 def test_a_worker_other_than_the_chief_writes_no_results_predictions_or_export(tmp_path,
                                                                               monkeypatch):
   """(The chief's writes are what every other test of these modes checks.)"""
+  # What runs.py asks; the trainer keeps its own (imported above) answer and its checkpoint folder,
+  # which this test is not about.
   monkeypatch.setattr(distribution, "is_chief", lambda strategy: False)
-  # The trainer's own files (checkpoints) are not what this test is about: they stay where they go.
-  monkeypatch.setattr(distribution, "worker_dir", lambda strategy, directory: directory)
+  monkeypatch.setattr(train, "worker_dir", lambda strategy, directory: directory)
   settings = _settings(tmp_path, "--predict_after_train", "--export_after_train")
   assert runs.run(settings)["step"] == 1
   written = {name: os.path.exists(path) for name, path in (
