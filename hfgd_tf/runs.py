@@ -90,14 +90,11 @@ def run_train(settings):
                results["step"], settings.train.checkpoint_dir, settings.train.tensorboard_dir)
   if settings.train.eval_after_train:
     run_eval(settings, model=trainer.model, strategy=strategy)
-  if not is_chief(strategy):
-    if settings.predict_after_train or settings.export_after_train:
-      logging.info("Predictions and the SavedModel are written by the chief worker.")
-  else:
-    if settings.predict_after_train:
-      run_predict(settings, model=trainer.model)
-    if settings.export_after_train:
-      run_export(settings, model=trainer.model)
+  chief = is_chief(strategy)  # the other workers would write into the chief's folders
+  if settings.predict_after_train and chief:
+    run_predict(settings, model=trainer.model)
+  if settings.export_after_train and chief:
+    run_export(settings, model=trainer.model)
   return results
 
 
@@ -125,15 +122,14 @@ def run_eval(settings, model=None, strategy=None):
                                 **_protocol(settings))
   class_names = settings.dataset_info.class_names
   path = os.path.join(settings.train.model_dir, "eval_results.json")
+  logging.info("Eval on %s/%s:\n%s", settings.train.dataset, settings.train.eval_split,
+               evaluation.format_results(results, class_names))
   if is_chief(strategy):
     evaluation.write_results_json(results, class_names, path, extra=dict(
         dataset=settings.train.dataset, split=settings.train.eval_split,
         scales=list(settings.eval.scales), flip=settings.eval.flip,
         sliding_window=settings.eval.sliding_window))
-  else:
-    path = "(the chief's) " + path
-  logging.info("Eval on %s/%s:\n%s\nResults written to %s.", settings.train.dataset,
-               settings.train.eval_split, evaluation.format_results(results, class_names), path)
+    logging.info("Results written to %s.", path)
   return results
 
 
