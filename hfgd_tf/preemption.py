@@ -40,7 +40,9 @@ class SignalWatch:
   """Context manager: inside it, the first SIGTERM or SIGINT is recorded instead of ending the
   process; the handlers from before are back at once, so a second signal acts as usual (Ctrl-C
   twice interrupts). A signal still pending when the context ends (training finished first) is
-  delivered again then.
+  handed to the handler from before, synchronously inside `__exit__`: a Python handler is called
+  there (SIGINT's default raises KeyboardInterrupt from the `with` statement), the default action
+  is raised in this thread (SIGTERM ends the process), an ignored signal stays ignored.
 
   Usage: with SignalWatch(strategy) as watch: ... if watch.stop_requested(): save and stop.
   """
@@ -48,7 +50,8 @@ class SignalWatch:
   def __init__(self, strategy):
     self.received = None  # the signal's name, e.g. "SIGTERM"
     self.consumed = False
-    self._previous = {}
+    self._previous = {}  # signal number -> its handler from before, while ours is installed
+    self._previous_for_received = None
     self._any_worker = None
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
       def count(flag):
@@ -69,11 +72,21 @@ class SignalWatch:
   def __exit__(self, *unused_exception):
     self._restore()
     if self.received and not self.consumed:
-      signal.raise_signal(signal.Signals[self.received])
+      self._deliver_to_previous(signal.Signals[self.received])
 
   def _record(self, signum, unused_frame):
     self.received = signal.Signals(signum).name
+    self._previous_for_received = self._previous.get(signum)
     self._restore()
+
+  def _deliver_to_previous(self, signum):
+    """Acts on `signum` as the handler from before would have, here and now: not by sending the
+    signal again, whose Python handler would run at a later bytecode of whatever code runs then."""
+    handler = self._previous_for_received
+    if callable(handler):
+      handler(signum, None)
+    elif handler == signal.SIG_DFL:
+      signal.raise_signal(signum)  # the default action, in this thread, before this returns
 
   def _restore(self):
     for signum, handler in self._previous.items():
