@@ -5,9 +5,10 @@ to 16) that fits, its model FLOPs utilisation (MFU), peak memory and eval images
   python -m benchmarks.device_check --experiments=A.cfg,B.cfg --size=513 --output_json=r.json
 
 Each experiment's own flagfile gives the model and the optimizer recipe (hfgd_tf/flags/), so
-what is timed is what a run of it trains. Inputs are random (this times the model, not the input
-pipeline); every step is compiled and run twice before it is timed. A batch that does not fit is
-halved until one does.
+what is timed is what a run of it trains. The steps are --mode=benchmark's own
+(hfgd_tf/benchmark.py `timed_steps`: the trainer's training step, and the forward pass for eval);
+inputs are random (this times the model, not the input pipeline); every step is compiled and run
+twice before it is timed. A batch that does not fit is halved until one does.
 
 MFU = 3 x forward FLOPs x batch / step time / peak: the forward FLOPs come from the model's graph
 (hfgd_tf/flops.py), the backward pass counted as twice the forward (the usual convention). Peaks
@@ -17,20 +18,17 @@ overrides), and a measured large matmul's rate is reported beside it (the only p
 
 import dataclasses
 import json
-import time
 
-import keras
 import tensorflow as tf
 from absl import app, flags, logging
 
 from hfgd_tf import flags as hfgd_flags
+from hfgd_tf.benchmark import matmul_peak, random_batch, seconds_per_step, timed_steps
 from hfgd_tf.config import TrainConfig
 from hfgd_tf.flagfiles import expand_flagfiles
 from hfgd_tf.flops import model_complexity
 from hfgd_tf.modeling.model import build_model
-from hfgd_tf.optimization import build_optimizer, l2_variables
 from hfgd_tf.precision import prepare
-from hfgd_tf.train import replica_step
 
 EXPERIMENTS = [f"experiments/pascal_context/{name}_r50_bs16-30k_pascal-context-59-513.cfg"
                for name in ("sfpn", "hfgd-os4", "hfgd-os2")]
@@ -79,22 +77,8 @@ def device_peak():
 
 def measured_matmul_flops(size, steps=10):
   """FLOP/s of a [size, size] x [size, size] matmul in the compute dtype."""
-  dtype = keras.mixed_precision.global_policy().compute_dtype
-  a = tf.cast(tf.random.uniform([size, size]), dtype)
-  matmul = tf.function(lambda: tf.reduce_sum(tf.cast(tf.linalg.matmul(a, a), tf.float32)),
-                       jit_compile=FLAGS.xla)
-  return 2 * size ** 3 / seconds_per_call(matmul, steps)
-
-
-def seconds_per_call(function, calls):
-  """Mean seconds per call after two warm-up calls, waiting for the device at the end."""
-  for _ in range(2):
-    float(function())
-  start = time.perf_counter()
-  for _ in range(calls):
-    result = function()
-  float(result)
-  return (time.perf_counter() - start) / calls
+  matmul, flops = matmul_peak(size, jit_compile=FLAGS.xla)
+  return flops / seconds_per_step(matmul, steps, warmup=2)
 
 
 def _reset_memory():
@@ -128,21 +112,13 @@ def largest_batch_that_fits(run, max_batch_size):
 
 def time_model(settings, batch_size, size):
   """Training s/step, peak memory and eval images/s of one model at `batch_size`."""
-  config, train = settings.model, settings.train
-  model = build_model(config)
-  optimizer = build_optimizer(train, model)
-  l2 = (l2_variables(model, train.weight_decay_head_only)
-        if train.optimizer == "sgd" and train.weight_decay > 0 else [])
-  images = tf.random.uniform([batch_size, size, size, 3], -1.0, 1.0)
-  labels = tf.random.uniform([batch_size, size, size], 0, config.num_classes, tf.int32)
-  train_step = tf.function(lambda: replica_step(model, optimizer, config, images, labels, l2=l2,
-                                                weight_decay=train.weight_decay)[0],
-                           jit_compile=FLAGS.xla)
-  eval_step = tf.function(lambda: tf.reduce_sum(tf.cast(tf.argmax(
-      model(images, training=False), -1), tf.float32)), jit_compile=FLAGS.xla)
+  model = build_model(settings.model)
+  images, labels = random_batch(batch_size, size, size, settings.model.num_classes)
+  train_step, eval_step = timed_steps(model, settings.model, settings.train, images, labels,
+                                      images, FLAGS.xla)
   _reset_memory()
-  step_seconds = seconds_per_call(train_step, FLAGS.steps)
-  eval_seconds = seconds_per_call(eval_step, FLAGS.eval_batches)
+  step_seconds = seconds_per_step(train_step, FLAGS.steps, warmup=2)
+  eval_seconds = seconds_per_step(eval_step, FLAGS.eval_batches, warmup=2)
   return dict(step_seconds=step_seconds, peak_memory_gib=_peak_memory_gib(),
               eval_images_per_second=batch_size / eval_seconds)
 

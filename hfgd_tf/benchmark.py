@@ -57,19 +57,21 @@ class Subject:
   params: int
 
 
-def build_subject(name, model_config, train_config, batch_size, eval_size, jit_compile):
-  """Builds `model_config` with the recipe's optimizer and its train and inference steps."""
-  model = build_model(model_config)
+def random_batch(batch_size, height, width, num_classes):
+  """Random images in [-1, 1] [batch, height, width, 3] and labels [batch, height, width]: a
+  benchmark times the model, not the input pipeline."""
+  images = tf.random.uniform([batch_size, height, width, 3], -1.0, 1.0)
+  labels = tf.random.uniform([batch_size, height, width], 0, num_classes, tf.int32)
+  return images, labels
+
+
+def timed_steps(model, model_config, train_config, images, labels, eval_images, jit_compile):
+  """(train, infer): the two compiled steps every benchmark times, each returning a scalar.
+  `train` is the trainer's own `replica_step` (losses, L2, the recipe's optimizer, loss scaling)
+  on `images`/`labels`; `infer` is the forward pass on `eval_images`."""
   optimizer = build_optimizer(train_config, model)
   l2 = (l2_variables(model, train_config.weight_decay_head_only)
         if train_config.optimizer == "sgd" and train_config.weight_decay > 0 else [])
-  crop = (train_config.augment.crop_height, train_config.augment.crop_width)
-  images = tf.random.uniform([batch_size, *crop, 3], -1.0, 1.0)
-  labels = tf.random.uniform([batch_size, *crop], 0, model_config.num_classes, tf.int32)
-  eval_images = tf.random.uniform([batch_size, *eval_size, 3], -1.0, 1.0)
-  # Each distinct input size is traced and counted once (the crop is often the eval size).
-  macs = {size: model_complexity(model, *size)["total"].multiply_adds
-          for size in {tuple(eval_size), crop}}
 
   def train():
     return replica_step(model, optimizer, model_config, images, labels, l2=l2,
@@ -78,24 +80,42 @@ def build_subject(name, model_config, train_config, batch_size, eval_size, jit_c
   def infer():
     return tf.reduce_sum(model(eval_images, training=False))
 
+  return (tf.function(train, jit_compile=jit_compile),
+          tf.function(infer, jit_compile=jit_compile))
+
+
+def build_subject(name, model_config, train_config, batch_size, eval_size, jit_compile):
+  """Builds `model_config` with the recipe's optimizer and its train and inference steps."""
+  model = build_model(model_config)
+  crop = (train_config.augment.crop_height, train_config.augment.crop_width)
+  images, labels = random_batch(batch_size, *crop, model_config.num_classes)
+  eval_images, _ = random_batch(batch_size, *eval_size, model_config.num_classes)
+  train, infer = timed_steps(model, model_config, train_config, images, labels, eval_images,
+                             jit_compile)
+  # Each distinct input size is traced and counted once (the crop is often the eval size).
+  macs = {size: model_complexity(model, *size)["total"].multiply_adds
+          for size in {tuple(eval_size), crop}}
   return Subject(
-      name=name, train=tf.function(train, jit_compile=jit_compile),
-      infer=tf.function(infer, jit_compile=jit_compile),
+      name=name, train=train, infer=infer,
       infer_macs=macs[tuple(eval_size)], train_macs=macs[crop],
       params=int(sum(np.prod(variable.shape) for variable in model.trainable_variables)))
 
 
-def matmul_peak(size=MATMUL_SIZE):
+def matmul_peak(size=MATMUL_SIZE, jit_compile=False):
   """A step of one dense [size, size] x [size, size] matmul in the compute dtype; its FLOPs."""
   dtype = keras.mixed_precision.global_policy().compute_dtype
   a = tf.random.uniform([size, size], dtype=tf.float32)
   a, b = tf.cast(a, dtype), tf.cast(tf.transpose(a), dtype)
-  return tf.function(lambda: tf.reduce_sum(tf.cast(tf.linalg.matmul(a, b), tf.float32))), (
-      2 * size ** 3)
+  step = tf.function(lambda: tf.reduce_sum(tf.cast(tf.linalg.matmul(a, b), tf.float32)),
+                     jit_compile=jit_compile)
+  return step, 2 * size ** 3
 
 
-def seconds_per_step(step, steps):
-  """Mean seconds of `steps` calls of `step`, waiting for the device at the end."""
+def seconds_per_step(step, steps, warmup=0):
+  """Mean seconds of `steps` calls of `step` after `warmup` untimed ones, waiting for the device
+  at the end."""
+  for _ in range(warmup):
+    float(step())
   start = time.perf_counter()
   for _ in range(steps):
     result = step()
