@@ -11,6 +11,13 @@ def normalize_image(image):
   return tf.cast(image, tf.float32) * (2.0 / 255.0) - 1.0
 
 
+def denormalize_image(image):
+  """The inverse of `normalize_image`, to show a model input: [-1, 1] -> uint8 0-255, rounded
+  (exact for every uint8 value) and clipped."""
+  values = tf.round((tf.cast(image, tf.float32) + 1.0) * 127.5)
+  return tf.cast(tf.clip_by_value(values, 0.0, 255.0), tf.uint8)
+
+
 def resize(images, size, align_corners=True, method="bilinear"):
   """Resizes NHWC `images` to `size` = (height, width); works on dynamic shapes and in graphs.
 

@@ -149,17 +149,16 @@ def _write_eval_images(settings, count=8):
 
 def _write_comparison(settings, model, count=4):
   """Writes <model_dir>/demo.png: input | ground truth | prediction for the first eval images."""
-  import numpy as np
-
   from hfgd_tf import visualize
   from hfgd_tf.data import pipeline
   from hfgd_tf.inference import class_map
+  from hfgd_tf.ops import denormalize_image
   batch = next(iter(pipeline.eval_dataset(_eval_source(settings), count,
                                           settings.eval.eval_height, settings.eval.eval_width)))
   # The largest image's extent; smaller ones show their padding (ignore: black).
   height, width = int(max(batch["height"])), int(max(batch["width"]))
   predictions = class_map(model(batch["image"], training=False))
-  images = np.clip(np.round((batch["image"].numpy() + 1.0) * 127.5), 0, 255).astype(np.uint8)
+  images = denormalize_image(batch["image"]).numpy()
   path = os.path.join(settings.train.model_dir, "demo.png")
   visualize.write_png(path, visualize.comparison_grid(
       images[:, :height, :width], batch["label"].numpy()[:, :height, :width],

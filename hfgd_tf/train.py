@@ -42,6 +42,7 @@ from hfgd_tf.distribution import is_chief, use_jit_compile, worker_dir
 from hfgd_tf.modeling.backbones.pretrained import load_pretrained
 from hfgd_tf.modeling.losses import segmentation_losses
 from hfgd_tf.modeling.model import build_model
+from hfgd_tf.ops import denormalize_image
 from hfgd_tf.optimization import build_optimizer, current_learning_rate, l2_variables
 from hfgd_tf.precision import prepare
 from hfgd_tf.preemption import PREEMPTED_EXIT_CODE, SignalWatch, TrainingPreempted
@@ -294,7 +295,7 @@ class Trainer:
 
   def _write_images(self, step):
     images, labels, predictions = self.validation.sample(self.model)
-    summaries.image("images/input", (images + 1.0) / 2.0, step)
+    summaries.image("images/input", denormalize_image(images), step)
     summaries.image("images/ground_truth", visualize.colorize(labels.numpy(), self.palette), step)
     summaries.image("images/prediction", visualize.colorize(predictions.numpy(), self.palette),
                     step)

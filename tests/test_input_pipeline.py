@@ -61,6 +61,15 @@ def test_normalize_image_maps_pad_to_zero_and_range_to_unit():
   assert ops.normalize_image(tf.constant([255], tf.uint8)).dtype == tf.float32
 
 
+def test_denormalize_image_inverts_normalize_image_for_every_uint8_value():
+  values = tf.range(256, dtype=tf.int32)
+  restored = ops.denormalize_image(ops.normalize_image(tf.cast(values, tf.uint8)))
+  assert restored.dtype == tf.uint8
+  np.testing.assert_array_equal(restored.numpy(), values.numpy())
+  # Out-of-range model inputs (e.g. after interpolation) clip instead of wrapping around.
+  np.testing.assert_array_equal(ops.denormalize_image(tf.constant([-1.5, 1.5])).numpy(), [0, 255])
+
+
 def test_scale_set_is_the_original_discrete_set():
   np.testing.assert_allclose(AugmentConfig().scales(), [0.5, 0.75, 1, 1.25, 1.5, 1.75, 2])
   assert AugmentConfig(min_scale=1, max_scale=1).scales().tolist() == [1.0]
