@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hfgd_tf.modeling.backbones import build_backbone
+from hfgd_tf.modeling.backbones import build_backbone, iseg_h5, official_names, weights
 from hfgd_tf.modeling.backbones.weights import load_backbone_weights, read_safetensors
 from tests import tiny_backbones
 
@@ -256,6 +256,21 @@ def test_official_layouts_compute_like_torch(tmp_path):
                         for ky in range(7) for kx in range(7))
   np.testing.assert_allclose(model.get_layer("stage1_block1_dwconv")(features)[0], expected,
                              rtol=1e-4, atol=1e-4)
+
+
+def test_official_and_iseg_files_map_through_one_table_of_our_layer_names(monkeypatch):
+  # Every kind of layer in the table is read by both formats ...
+  kinds = {kind for _, _, kind in official_names.OFFICIAL_MODULES}
+  assert set(weights._TORCH_PARAMETERS) == set(iseg_h5._PORTED_PARAMETERS) == kinds
+  # ... and renaming one of our layers there renames it for both.
+  monkeypatch.setattr(official_names, "OFFICIAL_MODULES", [
+      (pattern, (lambda m: "renamed_dwconv") if kind == "depthwise" else layer, kind)
+      for pattern, layer, kind in official_names.OFFICIAL_MODULES])
+  official, _, _ = weights._convert_torch({"stages.0.0.dwconv.weight": np.zeros((4, 1, 7, 7))})
+  ported, _, _ = iseg_h5.convert_groups(
+      [("stages/0", [("stages/0/0/dwconv/depthwise_kernel:0", np.zeros((7, 7, 4, 1)))])])
+  assert list(official) == list(ported) == ["renamed_dwconv/kernel"]
+  assert official["renamed_dwconv/kernel"][0].shape == ported["renamed_dwconv/kernel"][0].shape
 
 
 def test_shape_mismatch_names_variable_and_shapes(tmp_path):

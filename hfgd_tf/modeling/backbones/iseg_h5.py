@@ -9,23 +9,16 @@ split into `name0`, `name1`, ...; tf-keras >= 2.13 adds an empty `top_level_mode
 older Keras 2 does not.
 
 Each array is mapped by the original's layer name and the rest of its weight name (any prefix
-before the layer name is ignored, `:0` dropped) onto our layer/variable, exactly:
+before the layer name is ignored, `:0` dropped) onto our layer/variable, exactly. ResNet (named
+like keras.applications' ResNet):
 
   conv1_{i}_{conv,bn}                       -> stem_{i}_{conv,bn}
   conv{s}/.../conv{s}_block{b}_0_{conv,bn}  -> stage{s-1}_block{b}_shortcut_{conv,bn}
   conv{s}/.../conv{s}_block{b}_{k}_{conv,bn} -> stage{s-1}_block{b}_{k}_{conv,bn}   (k = 1, 2, 3)
-  downsample_layers/0/0, /0/1               -> stem_conv, stem_norm
-  downsample_layers/i/0, /i/1 (i > 0)       -> downsample{i+1}_norm, downsample{i+1}_conv
-  stages/i/j/{dwconv,norm,pwconv1,pwconv2}  -> stage{i+1}_block{j+1}_{same} (depthwise_kernel ->
-                                               kernel)
-  stages/i/j/gamma                          -> stage{i+1}_block{j+1}_layer_scale/gamma
-  stages/i/j/grn/{gamma,beta} (1,1,1,4C)    -> stage{i+1}_block{j+1}_grn/{gamma,beta} (4C,)
-  patch_embed/{proj,norm}                   -> patch_embed_{conv,norm}
-  layers/i/blocks/k/{norm1,norm2}           -> stage{i+1}_block{k+1}_{norm1,norm2}
-  layers/i/blocks/k/attn/{qkv,proj}         -> stage{i+1}_block{k+1}_attn_{qkv,proj}
-  layers/i/blocks/k/attn/relative_position_bias_table -> .._attn/relative_position_bias_table
-  layers/i/blocks/k/mlp/{fc1,fc2}           -> stage{i+1}_block{k+1}_{fc1,fc2}
-  layers/i/downsample/{norm,reduction}      -> merge{i+2}_{norm,reduction}
+
+ConvNeXt(V2) and Swin keep the official PyTorch module paths (`/` for `.`): their layers map by the
+table the official checkpoints are read through too, `official_names.OFFICIAL_MODULES`, with
+Keras's variable names (`depthwise_kernel` -> kernel; GRN's (1, 1, 1, 4C) arrays -> (4C,)).
 
 The arrays are already in TF layouts. Swin's int64 `relative_position_index` buffers are compared
 with the standard index (ours is computed, not stored): equal ones are ignored, others reported.
@@ -34,13 +27,13 @@ with the standard index (ours is computed, not stored): equal ones are ignored, 
 import contextlib
 import io
 import re
-from typing import Dict, List, Tuple
 
 import h5py
 import numpy as np
 import tensorflow as tf
 
 from hfgd_tf import atomic_files
+from hfgd_tf.modeling.backbones import official_names
 from hfgd_tf.modeling.backbones.swin import relative_position_index
 
 FORMAT = "iseg h5 (the original codebase's Keras 2 weights)"
@@ -49,8 +42,6 @@ FORMAT = "iseg h5 (the original codebase's Keras 2 weights)"
 _LAYER_NAME = re.compile(r"conv1_\d_(conv|bn)|pool1_pool|conv[2-5]|downsample_layers/\d+|"
                          r"stages/\d+|patch_embed|postional_dropout|layers/\d+")
 
-_SAME = {"kernel": "kernel", "bias": "bias", "gamma": "gamma", "beta": "beta",
-         "moving_mean": "moving_mean", "moving_variance": "moving_variance"}
 _CONV_BN = r"(kernel|gamma|beta|moving_mean|moving_variance)"  # conv kernel or a BN array
 
 
@@ -58,46 +49,37 @@ def _flat(array):
   return np.reshape(array, (-1,))  # GRN (1, 1, 1, C) -> (C,)
 
 
-# (pattern of "<layer name>/<rest of the weight name>", our layer from the match, {variable: ours},
-# {variable: layout change}); the pattern's last group is the variable name.
-_Rule = Tuple[str, object, Dict[str, str], Dict[str, object]]
-_RULES: List[_Rule] = [
-    (r"conv1_(\d)_(conv|bn)/" + _CONV_BN,
-     lambda m: f"stem_{m[1]}_{m[2]}", _SAME, {}),
+# ResNet: (pattern of "<layer name>/<rest of the weight name>", our layer from the match); the
+# pattern's last group is the variable name, ours too.
+_RESNET_RULES = [
+    (r"conv1_(\d)_(conv|bn)/" + _CONV_BN, lambda m: f"stem_{m[1]}_{m[2]}"),
     (r"conv(\d)/(?:.*/)?conv\1_block(\d+)_0_(conv|bn)/" + _CONV_BN,
-     lambda m: f"stage{int(m[1]) - 1}_block{m[2]}_shortcut_{m[3]}", _SAME, {}),
+     lambda m: f"stage{int(m[1]) - 1}_block{m[2]}_shortcut_{m[3]}"),
     (r"conv(\d)/(?:.*/)?conv\1_block(\d+)_([123])_(conv|bn)/" + _CONV_BN,
-     lambda m: f"stage{int(m[1]) - 1}_block{m[2]}_{m[3]}_{m[4]}", _SAME, {}),
-    (r"downsample_layers/0/0/(kernel|bias)", lambda m: "stem_conv", _SAME, {}),
-    (r"downsample_layers/0/1/(gamma|beta)", lambda m: "stem_norm", _SAME, {}),
-    (r"downsample_layers/(\d+)/0/(gamma|beta)",
-     lambda m: f"downsample{int(m[1]) + 1}_norm", _SAME, {}),
-    (r"downsample_layers/(\d+)/1/(kernel|bias)",
-     lambda m: f"downsample{int(m[1]) + 1}_conv", _SAME, {}),
-    (r"stages/(\d+)/(\d+)/dwconv/(depthwise_kernel|bias)",
-     lambda m: f"stage{int(m[1]) + 1}_block{int(m[2]) + 1}_dwconv",
-     {"depthwise_kernel": "kernel", "bias": "bias"}, {}),
-    (r"stages/(\d+)/(\d+)/(norm|pwconv1|pwconv2)/(gamma|beta|kernel|bias)",
-     lambda m: f"stage{int(m[1]) + 1}_block{int(m[2]) + 1}_{m[3]}", _SAME, {}),
-    (r"stages/(\d+)/(\d+)/grn/(gamma|beta)",
-     lambda m: f"stage{int(m[1]) + 1}_block{int(m[2]) + 1}_grn", _SAME,
-     {"gamma": _flat, "beta": _flat}),
-    (r"stages/(\d+)/(\d+)/(gamma)",
-     lambda m: f"stage{int(m[1]) + 1}_block{int(m[2]) + 1}_layer_scale", _SAME, {}),
-    (r"patch_embed/(proj|norm)/(kernel|bias|gamma|beta)",
-     lambda m: {"proj": "patch_embed_conv", "norm": "patch_embed_norm"}[m[1]], _SAME, {}),
-    (r"layers/(\d+)/blocks/(\d+)/(norm1|norm2)/(gamma|beta)",
-     lambda m: f"stage{int(m[1]) + 1}_block{int(m[2]) + 1}_{m[3]}", _SAME, {}),
-    (r"layers/(\d+)/blocks/(\d+)/attn/(qkv|proj)/(kernel|bias)",
-     lambda m: f"stage{int(m[1]) + 1}_block{int(m[2]) + 1}_attn_{m[3]}", _SAME, {}),
-    (r"layers/(\d+)/blocks/(\d+)/attn/(relative_position_bias_table)",
-     lambda m: f"stage{int(m[1]) + 1}_block{int(m[2]) + 1}_attn",
-     {"relative_position_bias_table": "relative_position_bias_table"}, {}),
-    (r"layers/(\d+)/blocks/(\d+)/mlp/(fc1|fc2)/(kernel|bias)",
-     lambda m: f"stage{int(m[1]) + 1}_block{int(m[2]) + 1}_{m[3]}", _SAME, {}),
-    (r"layers/(\d+)/downsample/(norm|reduction)/(gamma|beta|kernel)",
-     lambda m: f"merge{int(m[1]) + 2}_{m[2]}", _SAME, {}),
+     lambda m: f"stage{int(m[1]) - 1}_block{m[2]}_{m[3]}_{m[4]}"),
 ]
+# ConvNeXt and Swin, per kind of layer in official_names.OFFICIAL_MODULES: {Keras variable name:
+# (ours, layout change)}.
+_PORTED_PARAMETERS = {
+    "conv": {"kernel": ("kernel", None), "bias": ("bias", None)},
+    "norm": {"gamma": ("gamma", None), "beta": ("beta", None)},
+    "depthwise": {"depthwise_kernel": ("kernel", None), "bias": ("bias", None)},
+    "linear": {"kernel": ("kernel", None), "bias": ("bias", None)},
+    "layer_scale": {"gamma": ("gamma", None)},
+    "grn": {"gamma": ("gamma", _flat), "beta": ("beta", _flat)},
+    "attention": {"relative_position_bias_table": ("relative_position_bias_table", None)},
+}
+
+
+def _our_variable(name):
+  """(our "layer/variable" key, layout change or None) of a '<layer>/<rest>' name, or None."""
+  for pattern, our_layer in _RESNET_RULES:
+    match = re.fullmatch(pattern, name)
+    if match:
+      return f"{our_layer(match)}/{match[match.lastindex]}", None
+  return official_names.our_variable(name, _PORTED_PARAMETERS)
+
+
 _INDEX = re.compile(r"layers/\d+/blocks/\d+/attn/relative_position_index")
 
 
@@ -151,18 +133,15 @@ def convert_groups(groups):
           unexpected.append(f"{source} (shape {array.shape}): not the standard relative position "
                             "index that this backbone computes")
         continue
-      for pattern, our_layer, variables, transforms in _RULES:
-        match = re.fullmatch(pattern, name)
-        if match:
-          part = match[match.lastindex]
-          key = f"{our_layer(match)}/{variables[part]}"
-          if key in converted:
-            unexpected.append(f"{source}: a second array for {key!r}")
-          else:
-            converted[key] = (transforms.get(part, np.asarray)(array), source)
-          break
-      else:
+      ours = _our_variable(name)
+      if ours is None:
         unexpected.append(source)
+        continue
+      key, change = ours
+      if key in converted:
+        unexpected.append(f"{source}: a second array for {key!r}")
+      else:
+        converted[key] = (change(array) if change else np.asarray(array), source)
   return converted, unexpected, ignored
 
 

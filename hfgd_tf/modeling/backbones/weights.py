@@ -12,19 +12,10 @@ Supported files, detected from the extension and the names inside:
         the grouped-conv kernel [7, 7, 1, C] becomes the DepthwiseConv2D kernel [7, 7, C, 1].
   * Official PyTorch checkpoints of ConvNeXt, ConvNeXtV2 and Swin: `.safetensors` (read here with
     numpy: 8-byte little-endian header length, JSON header, raw buffers) or `.pth`/`.pt`/`.bin`
-    (needs torch, an optional extra). Keys follow the official repositories; the map, with the
-    layout changes (conv OIHW -> HWIO, depthwise [C, 1, k, k] -> [k, k, C, 1], linear [out, in] ->
-    [in, out], GRN (1, 1, 1, C) -> (C,)):
-      ConvNeXt(V2)  downsample_layers.0.0 -> stem_conv        downsample_layers.0.1 -> stem_norm
-                    downsample_layers.i.0 -> downsample{i+1}_norm, .i.1 -> downsample{i+1}_conv
-                    stages.i.j.{dwconv,norm,pwconv1,pwconv2} -> stage{i+1}_block{j+1}_{same}
-                    stages.i.j.gamma -> .._layer_scale/gamma; stages.i.j.grn.{gamma,beta} -> .._grn
-      Swin          patch_embed.proj -> patch_embed_conv, patch_embed.norm -> patch_embed_norm
-                    layers.i.blocks.j.{norm1,norm2} -> stage{i+1}_block{j+1}_{norm1,norm2}
-                    ...attn.qkv / attn.proj -> .._attn_qkv / .._attn_proj
-                    ...attn.relative_position_bias_table -> .._attn/relative_position_bias_table
-                    ...mlp.fc1 / mlp.fc2 -> .._fc1 / .._fc2
-                    layers.i.downsample.{norm,reduction} -> merge{i+2}_{norm,reduction}
+    (needs torch, an optional extra). Keys follow the official repositories, mapped onto our
+    layers by `official_names.OFFICIAL_MODULES` (the table iSeg's files are read through too), with
+    the layout changes conv OIHW -> HWIO, depthwise [C, 1, k, k] -> [k, k, C, 1], linear
+    [out, in] -> [in, out], GRN (1, 1, 1, C) -> (C,).
     The prefixes "module." and "backbone." are stripped and a {"model"|"state_dict": ...} wrapper
     unwrapped, so mmsegmentation checkpoints load too.
 
@@ -40,7 +31,7 @@ import io
 import json
 import re
 import struct
-from typing import Callable, Dict, List, Tuple
+from typing import Dict, List
 
 import h5py
 import keras
@@ -48,7 +39,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from hfgd_tf.modeling.backbones import iseg_h5
+from hfgd_tf.modeling.backbones import iseg_h5, official_names
 
 
 @dataclasses.dataclass
@@ -164,49 +155,17 @@ def _flat(w):
   return np.reshape(w, (-1,))  # GRN (1, 1, 1, C) -> (C,)
 
 
-_NORM = {"weight": "gamma", "bias": "beta"}
-_PARAM = {"weight": "kernel", "bias": "bias"}
-
-# (pattern of an official key, our layer name from the match, {last key part: our variable name},
-# {last key part: layout change}); the last group of each pattern is the key's last part.
-_Rule = Tuple[str, Callable[[re.Match], str], Dict[str, str], Dict[str, Callable]]
-_TORCH_RULES: List[_Rule] = [
-    # ConvNeXt / ConvNeXtV2
-    (r"downsample_layers\.0\.0\.(weight|bias)", lambda m: "stem_conv", _PARAM, {"weight": _conv}),
-    (r"downsample_layers\.0\.1\.(weight|bias)", lambda m: "stem_norm", _NORM, {}),
-    (r"downsample_layers\.(\d+)\.0\.(weight|bias)",
-     lambda m: f"downsample{int(m[1]) + 1}_norm", _NORM, {}),
-    (r"downsample_layers\.(\d+)\.1\.(weight|bias)",
-     lambda m: f"downsample{int(m[1]) + 1}_conv", _PARAM, {"weight": _conv}),
-    (r"stages\.(\d+)\.(\d+)\.dwconv\.(weight|bias)",
-     lambda m: f"stage{int(m[1]) + 1}_block{int(m[2]) + 1}_dwconv", _PARAM, {"weight": _depthwise}),
-    (r"stages\.(\d+)\.(\d+)\.norm\.(weight|bias)",
-     lambda m: f"stage{int(m[1]) + 1}_block{int(m[2]) + 1}_norm", _NORM, {}),
-    (r"stages\.(\d+)\.(\d+)\.(pwconv[12])\.(weight|bias)",
-     lambda m: f"stage{int(m[1]) + 1}_block{int(m[2]) + 1}_{m[3]}", _PARAM, {"weight": _linear}),
-    (r"stages\.(\d+)\.(\d+)\.(gamma)",
-     lambda m: f"stage{int(m[1]) + 1}_block{int(m[2]) + 1}_layer_scale", {"gamma": "gamma"}, {}),
-    (r"stages\.(\d+)\.(\d+)\.grn\.(gamma|beta)",
-     lambda m: f"stage{int(m[1]) + 1}_block{int(m[2]) + 1}_grn",
-     {"gamma": "gamma", "beta": "beta"}, {"gamma": _flat, "beta": _flat}),
-    # Swin
-    (r"patch_embed\.proj\.(weight|bias)", lambda m: "patch_embed_conv", _PARAM, {"weight": _conv}),
-    (r"patch_embed\.norm\.(weight|bias)", lambda m: "patch_embed_norm", _NORM, {}),
-    (r"layers\.(\d+)\.blocks\.(\d+)\.(norm[12])\.(weight|bias)",
-     lambda m: f"stage{int(m[1]) + 1}_block{int(m[2]) + 1}_{m[3]}", _NORM, {}),
-    (r"layers\.(\d+)\.blocks\.(\d+)\.attn\.(relative_position_bias_table)",
-     lambda m: f"stage{int(m[1]) + 1}_block{int(m[2]) + 1}_attn",
-     {"relative_position_bias_table": "relative_position_bias_table"}, {}),
-    (r"layers\.(\d+)\.blocks\.(\d+)\.attn\.(qkv|proj)\.(weight|bias)",
-     lambda m: f"stage{int(m[1]) + 1}_block{int(m[2]) + 1}_attn_{m[3]}", _PARAM,
-     {"weight": _linear}),
-    (r"layers\.(\d+)\.blocks\.(\d+)\.mlp\.(fc[12])\.(weight|bias)",
-     lambda m: f"stage{int(m[1]) + 1}_block{int(m[2]) + 1}_{m[3]}", _PARAM, {"weight": _linear}),
-    (r"layers\.(\d+)\.downsample\.norm\.(weight|bias)",
-     lambda m: f"merge{int(m[1]) + 2}_norm", _NORM, {}),
-    (r"layers\.(\d+)\.downsample\.reduction\.(weight)",
-     lambda m: f"merge{int(m[1]) + 2}_reduction", _PARAM, {"weight": _linear}),
-]
+# Per kind of layer in official_names.OFFICIAL_MODULES: {official parameter: (our variable, layout
+# change)}.
+_TORCH_PARAMETERS = {
+    "conv": {"weight": ("kernel", _conv), "bias": ("bias", None)},
+    "norm": {"weight": ("gamma", None), "bias": ("beta", None)},
+    "depthwise": {"weight": ("kernel", _depthwise), "bias": ("bias", None)},
+    "linear": {"weight": ("kernel", _linear), "bias": ("bias", None)},
+    "layer_scale": {"gamma": ("gamma", None)},
+    "grn": {"gamma": ("gamma", _flat), "beta": ("beta", _flat)},
+    "attention": {"relative_position_bias_table": ("relative_position_bias_table", None)},
+}
 
 # Official entries outside the backbone: classifier head, final norm (and mmseg's per-stage out
 # norms), Swin's non-trainable buffers.
@@ -219,13 +178,10 @@ def _convert_torch(state):
   converted, unexpected, ignored = {}, [], []
   for name, value in state.items():
     key = re.sub(r"^(module\.)?(backbone\.)?", "", name)
-    for pattern, layer, variables, transforms in _TORCH_RULES:
-      match = re.fullmatch(pattern, key)
-      if match:
-        part = match[match.lastindex]
-        transform = transforms.get(part, lambda array: array)
-        converted[f"{layer(match)}/{variables[part]}"] = (transform(value), name)
-        break
+    ours = official_names.our_variable(key.replace(".", "/"), _TORCH_PARAMETERS)
+    if ours:
+      our_key, change = ours
+      converted[our_key] = (change(value) if change else value, name)
     else:
       (ignored if _TORCH_IGNORED.fullmatch(key) else unexpected).append(name)
   return converted, unexpected, ignored
