@@ -131,8 +131,7 @@ def time_model(settings, batch_size, size):
   config, train = settings.model, settings.train
   model = build_model(config)
   optimizer = build_optimizer(train, model)
-  l2 = (l2_variables(model, train.weight_decay_head_only)
-        if train.optimizer == "sgd" and train.weight_decay > 0 else [])
+  l2 = l2_variables(model, train)
   images = tf.random.uniform([batch_size, size, size, 3], -1.0, 1.0)
   labels = tf.random.uniform([batch_size, size, size], 0, config.num_classes, tf.int32)
   train_step = tf.function(lambda: replica_step(model, optimizer, config, images, labels, l2=l2,

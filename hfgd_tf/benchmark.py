@@ -61,8 +61,7 @@ def build_subject(name, model_config, train_config, batch_size, eval_size, jit_c
   """Builds `model_config` with the recipe's optimizer and its train and inference steps."""
   model = build_model(model_config)
   optimizer = build_optimizer(train_config, model)
-  l2 = (l2_variables(model, train_config.weight_decay_head_only)
-        if train_config.optimizer == "sgd" and train_config.weight_decay > 0 else [])
+  l2 = l2_variables(model, train_config)
   crop = (train_config.augment.crop_height, train_config.augment.crop_width)
   images = tf.random.uniform([batch_size, *crop, 3], -1.0, 1.0)
   labels = tf.random.uniform([batch_size, *crop], 0, model_config.num_classes, tf.int32)
