@@ -70,8 +70,7 @@ def timed_steps(model, model_config, train_config, images, labels, eval_images, 
   `train` is the trainer's own `replica_step` (losses, L2, the recipe's optimizer, loss scaling)
   on `images`/`labels`; `infer` is the forward pass on `eval_images`."""
   optimizer = build_optimizer(train_config, model)
-  l2 = (l2_variables(model, train_config.weight_decay_head_only)
-        if train_config.optimizer == "sgd" and train_config.weight_decay > 0 else [])
+  l2 = l2_variables(model, train_config)
 
   def train():
     return replica_step(model, optimizer, model_config, images, labels, l2=l2,

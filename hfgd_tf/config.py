@@ -23,6 +23,9 @@ IGNORE_LABEL = 255
 # Keras' default epsilon 1e-3, which the original never overrode for heads.
 BN_MOMENTUM = 0.9997
 HEAD_BN_EPSILON = 1e-3
+# CAR's end BN keeps Keras' default momentum: the original creates it in build(), after it set
+# --bn_momentum on the layers that existed (CAR car_core/car.py:235; the car-step reference).
+CAR_END_BN_MOMENTUM = 0.9
 
 
 # The --encoder and --decoder values: the names hfgd_tf/modeling/encoders.py and decoders.py
@@ -31,6 +34,8 @@ ENCODERS = ("aspp", "cae", "identity", "ocr", "sa", "sa_car")
 DECODERS = ("none", "sfpn", "usfpn")
 MODES = ("train", "pretrain", "eval", "predict", "export", "benchmark", "flops")
 OPTIMIZERS = ("sgd", "adamw")
+# The kernels the SGD recipe's L2 covers (hfgd_tf/optimization.py `l2_variables`, docs/training.md).
+WEIGHT_DECAY_SCOPES = ("original", "head", "all")
 # Poly decay after a warm-up: ours reaches the end LR at the last step; iSeg's freezes
 # (optimization.py).
 WARMUP_SCHEDULES = ("decay_to_end", "original")
@@ -292,11 +297,14 @@ class TrainConfig:
       "from step T-W on); see docs/training.md.", choices=WARMUP_SCHEDULES)
   momentum: float = flag(0.9, "SGD momentum.", check=NON_NEGATIVE)
   weight_decay: float = flag(
-      1e-4, "SGD: L2 coefficient, loss += wd * sum(w^2) over every conv/dense kernel.",
-      check=NON_NEGATIVE)
-  weight_decay_head_only: bool = flag(
-      False, "SGD: L2 on the head only (not the backbone), as Keras 2 effectively did in the "
-      "original, whose backbone was built before the regulariser was set.")
+      1e-4, "SGD: L2 coefficient, loss += wd * sum(w^2) over the kernels of "
+      "--weight_decay_scope.", check=NON_NEGATIVE)
+  weight_decay_scope: str = flag(
+      "original", "SGD: the kernels --weight_decay covers. original: those the original code "
+      "penalised (Keras 2 honoured its regulariser only on layers built after it was set: not the "
+      "pretrained backbone, not layers created in another layer's build(); docs/training.md lists "
+      "them per model); head: every kernel outside the backbone; all: every conv/dense kernel "
+      "(what Keras 3 would do).", choices=WEIGHT_DECAY_SCOPES)
   adamw_weight_decay: float = flag(
       0.05, "AdamW decoupled weight decay (bias, norm, position and patch-embedding variables "
       "excluded).", check=NON_NEGATIVE)

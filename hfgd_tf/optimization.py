@@ -1,7 +1,7 @@
 """Optimisation as the original's recipes: learning-rate schedules, optimizers, weight decay.
 
-  * SGD momentum 0.9 with an L2 penalty wd * sum(w^2) on every conv/dense kernel (or the head's
-    only, as Keras 2 effectively did) — the trainer adds the penalty to the loss (`l2_variables`);
+  * SGD momentum 0.9 with an L2 penalty wd * sum(w^2) on the kernels the original penalised (or
+    the head's, or all) — the trainer adds the penalty to the loss (`l2_variables`);
   * AdamW with decoupled decay, skipping biases, norm layers, position tables and the patch
     embedding (`no_weight_decay_variables`);
   * poly decay (power 0.9) to the end LR over the run, optionally after a linear warm-up;
@@ -12,7 +12,7 @@
 import keras
 import tensorflow as tf
 
-from hfgd_tf.config import WARMUP_SCHEDULES
+from hfgd_tf.config import WARMUP_SCHEDULES, WEIGHT_DECAY_SCOPES
 from hfgd_tf.modeling.backbones.layer_decay import layer_depths, num_depths
 
 # AdamW never decays variables whose path contains one of these (the original's list), nor any
@@ -80,11 +80,57 @@ def no_weight_decay_variables(model):
   return list(excluded.values())
 
 
-def l2_variables(model, head_only=False):
-  """The kernels the SGD recipe's L2 penalty covers: every conv/dense kernel, or the head's."""
-  skip = {id(variable) for variable in model.backbone.weights} if head_only else set()
-  return [variable for variable in model.trainable_variables
-          if variable.name.endswith("kernel") and id(variable) not in skip]
+def _layers_in(value):
+  """The layers of a sub-layer attribute: one layer, a list or dict of them (nested), or None."""
+  if isinstance(value, keras.layers.Layer):
+    return [value]
+  if isinstance(value, dict):
+    value = list(value.values())
+  if isinstance(value, (list, tuple)):
+    return [layer for item in value for layer in _layers_in(item)]
+  return []
+
+
+def late_built_variables(model):
+  """Variables of the layers the original code creates inside some layer's `build()`.
+
+  Each layer class names such sub-layers (attributes) in `original_late_sublayers`; their whole
+  subtrees count. The original set its L2 regulariser on the layers that existed once the model
+  was constructed, and Keras 2 honoured it only for weights created afterwards: a layer created in
+  a build() did not exist then, so it was never penalised.
+  """
+  variables = {}
+  for layer in model._flatten_layers():  # pylint: disable=protected-access
+    for name in getattr(layer, "original_late_sublayers", ()):
+      for late in _layers_in(getattr(layer, name, None)):
+        variables.update((id(variable), variable) for variable in late.weights)
+  return list(variables.values())
+
+
+def l2_variables(model, train):
+  """The kernels the SGD recipe's L2 penalty covers, by `train.weight_decay_scope`; none unless the
+  optimizer is SGD with a weight decay.
+
+    all       every conv/dense kernel (depthwise ones included), as Keras 3 applies a regulariser;
+    head      every kernel outside the backbone;
+    original  the kernels the original code penalised: the head's, less those of layers it creates
+              inside a build() (`late_built_variables`). Its backbone was built (and its weights
+              loaded) before the regulariser was set, so it escaped too. docs/training.md lists
+              the result per model.
+  """
+  if train.weight_decay_scope not in WEIGHT_DECAY_SCOPES:
+    raise ValueError(f"weight decay scope {train.weight_decay_scope!r} is not one of "
+                     f"{', '.join(WEIGHT_DECAY_SCOPES)}")
+  if train.optimizer != "sgd" or train.weight_decay <= 0:
+    return []
+  kernels = [variable for variable in model.trainable_variables
+             if variable.name.endswith("kernel")]
+  if train.weight_decay_scope == "all":
+    return kernels
+  skip = {id(variable) for variable in model.backbone.weights}
+  if train.weight_decay_scope == "original":
+    skip.update(id(variable) for variable in late_built_variables(model))
+  return [variable for variable in kernels if id(variable) not in skip]
 
 
 class _LayerwiseLearningRate:

@@ -110,8 +110,7 @@ class Trainer:
                         record_dir=train.checkpoint_dir if self.chief else None)
       self.optimizer = build_optimizer(train, self.model)
       self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-    self._l2 = (l2_variables(self.model, train.weight_decay_head_only)
-                if train.optimizer == "sgd" and train.weight_decay > 0 else [])
+    self._l2 = l2_variables(self.model, train)
 
     self._checkpoint_dir = worker_dir(strategy, train.checkpoint_dir)
     # Only a plain tf.data iterator is checkpointable (distributed iterators are not), so the data

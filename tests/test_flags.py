@@ -27,7 +27,8 @@ def _settings(*arguments, mode=None):
 
 
 # Every flag of the hand-written flags.py this package replaced, by absl type: none may disappear
-# or change type (their defaults are the dataclasses', checked below).
+# or change type (their defaults are the dataclasses', checked below). One was replaced on purpose:
+# weight_decay_head_only (bool) by weight_decay_scope (head is its True).
 FLAGS_BY_TYPE = {
     "float": "adamw_weight_decay aux_loss_weight bn_momentum cae_loss_weight car_c2c_threshold "
              "car_c2p_threshold car_inter_loss_rate car_intra_loss_rate drop_path_rate "
@@ -37,7 +38,7 @@ FLAGS_BY_TYPE = {
             "car_intra_loss ce_average_valid_only checkpoint_input_pipeline deterministic "
             "eval_after_train export_after_train export_overwrite flip hfgm hfgm_axial_attention "
             "photometric_distortion predict_after_train random_brightness random_flip "
-            "validate_labels weight_decay_head_only",
+            "validate_labels",
     "int": "axial_attention_heads backbone_output_stride batch_size benchmark_batch_size "
            "benchmark_rounds benchmark_steps bn_recalibration_batches builtin_num_train "
            "builtin_num_val cae_car_filters cae_kernel_size checkpoint_every crop_height "
@@ -49,7 +50,7 @@ FLAGS_BY_TYPE = {
               "experiment_name export_dir model_dir predict_input predict_output_dir "
               "sliding_window tensorboard_dir tpu train_split",
     "string enum": "decoder distribution encoder jit_compile mixed_precision mode optimizer "
-                   "warmup_schedule",
+                   "warmup_schedule weight_decay_scope",
     "comma separated list of strings": "flops_backbones scales",
 }
 

@@ -112,14 +112,25 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_path, m
   assert all(np.isfinite(weights).all() for weights in _weights(restored))
 
 
-def test_sgd_adds_l2_on_kernels_and_adamw_excludes_norms_and_biases(data_dir, tmp_path):
-  sgd = _trainer(tiny_train_config(data_dir, tmp_path / "sgd", optimizer="sgd", weight_decay=1e-4))
+def test_sgd_adds_l2_on_kernels_of_its_scope_and_adamw_excludes_norms_and_biases(data_dir,
+                                                                                 tmp_path):
+  sgd = _trainer(tiny_train_config(data_dir, tmp_path / "sgd", optimizer="sgd", weight_decay=1e-4,
+                                   weight_decay_scope="all"))
   names = {variable.name for variable in sgd._l2}
   assert names == {"kernel"} or names <= {"kernel", "depthwise_kernel"}
   assert len(sgd._l2) == sum(v.name.endswith("kernel") for v in sgd.model.trainable_variables)
-  head_only = optimization.l2_variables(sgd.model, head_only=True)
+  scoped = {scope: optimization.l2_variables(
+      sgd.model, dataclasses.replace(sgd.train_config, weight_decay_scope=scope))
+            for scope in ("head", "original")}
   backbone = {id(v) for v in sgd.model.backbone.weights}
-  assert head_only and not any(id(v) in backbone for v in head_only)
+  assert scoped["head"] and not any(id(v) in backbone for v in scoped["head"])
+  # The tiny HFGD: its CAE's own convs and the class kernels, not CAR's convs nor the decoder's.
+  assert {v.path for v in scoped["original"]} == {
+      "hfgd/encoder/leading_conv1/conv/kernel", "hfgd/encoder/leading_conv2/conv/kernel",
+      "hfgd/encoder/self_attention/query/kernel", "hfgd/encoder/self_attention/key/kernel",
+      "hfgd/encoder/self_attention/value/kernel", "hfgd/class_kernels/kernel"}
+  for off in (dict(weight_decay=0.0), dict(optimizer="adamw")):
+    assert not optimization.l2_variables(sgd.model, dataclasses.replace(sgd.train_config, **off))
 
   excluded = optimization.no_weight_decay_variables(sgd.model)
   assert {v.name for v in excluded} == {"gamma", "beta", "moving_mean", "moving_variance",

@@ -7,7 +7,7 @@ input of the class kernels, and its losses are CAR's.
 
 import keras
 
-from hfgd_tf.modeling.car import ClassAwareRegularization
+from hfgd_tf.modeling.car import ClassAwareRegularization, car_norm_kwargs
 from hfgd_tf.modeling.layers.common import ConvNormAct
 from hfgd_tf.modeling.layers.self_attention import SelfAttention
 
@@ -37,7 +37,8 @@ class ContextAugmentedEncoder(keras.layers.Layer):
         for i in (1, 2)]
     self.attention = SelfAttention(64, filters, name="self_attention", dtype=policy)
     self.car = ClassAwareRegularization(filters=car_filters, apply_convs=True, name="car",
-                                        dtype=policy, **self.car_args, **self.norm)
+                                        dtype=policy, **self.car_args,
+                                        **car_norm_kwargs(self.norm))
     self.trailing_conv = (ConvNormAct(output_filters, 1, name="trailing_conv", dtype=policy,
                                       **self.norm)
                           if car_filters != output_filters else None)

@@ -21,7 +21,7 @@ comes after the mean.
 import keras
 import tensorflow as tf
 
-from hfgd_tf.config import BN_MOMENTUM, HEAD_BN_EPSILON, IGNORE_LABEL
+from hfgd_tf.config import CAR_END_BN_MOMENTUM, HEAD_BN_EPSILON, IGNORE_LABEL
 from hfgd_tf.modeling.layers.common import ConvNormAct
 from hfgd_tf.ops import resize
 
@@ -121,10 +121,14 @@ class ClassAwareRegularization(keras.layers.Layer):
   with labels, scaled by the intra/inter rates (inter = c2c + c2p, as the original adds them).
   """
 
+  # The original creates both convs in build(), after its L2 was set: never penalised
+  # (--weight_decay_scope=original, hfgd_tf/optimization.py).
+  original_late_sublayers = ("linear_conv", "end_conv")
+
   def __init__(self, num_classes, filters=512, apply_convs=True, ignore_label=IGNORE_LABEL,
                use_intra_loss=True, use_c2c_loss=True, use_c2p_loss=True,
                intra_loss_rate=1.0, inter_loss_rate=1.0, c2c_threshold=0.5, c2p_threshold=0.25,
-               align_corners=True, sync_batch_norm=False, bn_momentum=BN_MOMENTUM,
+               align_corners=True, sync_batch_norm=False, bn_momentum=CAR_END_BN_MOMENTUM,
                bn_epsilon=HEAD_BN_EPSILON, **kwargs):
     super().__init__(**kwargs)
     self.num_classes = num_classes
@@ -180,6 +184,13 @@ class ClassAwareRegularization(keras.layers.Layer):
         align_corners=self.align_corners, sync_batch_norm=self.sync_batch_norm,
         bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)
     return config
+
+
+def car_norm_kwargs(norm):
+  """CAR's batch-norm arguments from its head's (`norm_kwargs`): the same but for the end BN's
+  momentum, Keras' default 0.9 whatever --bn_momentum says, as in the original (CAR_END_BN_MOMENTUM).
+  """
+  return dict(norm, bn_momentum=CAR_END_BN_MOMENTUM)
 
 
 def car_kwargs(config):

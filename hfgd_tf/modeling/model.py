@@ -87,6 +87,13 @@ class SegmentationModel(keras.Model):
     outputs["losses"] = encoded["losses"]
     return outputs
 
+  @property
+  def original_late_sublayers(self):
+    """The original's OCR head has its own main logits conv, created in its build() (after its L2
+    was set, so never penalised); every other head's is SegManaged's, created with the model
+    (--weight_decay_scope=original, hfgd_tf/optimization.py)."""
+    return ("classifier",) if self.config.encoder == "ocr" else ()
+
   def components(self):
     """The model's parts by paper component, for FLOPs/parameter reports."""
     parts = {"backbone": self.backbone, "encoder": self.encoder, "decoder": self.decoder,

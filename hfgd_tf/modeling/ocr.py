@@ -20,6 +20,11 @@ class OCR(keras.layers.Layer):
   call(x, training) -> (features [N, H, W, filters], dsn_logits [N, H, W, num_classes]).
   """
 
+  # The original creates these in build() (the head's, the object attention's), after its L2 was
+  # set: never penalised (--weight_decay_scope=original, hfgd_tf/optimization.py). Its main
+  # logits conv too: see SegmentationModel.original_late_sublayers.
+  original_late_sublayers = ("dsn_conv", "dsn_logits", "up_conv")
+
   def __init__(self, num_classes, filters=512, key_filters=256, norm=None, **kwargs):
     super().__init__(**kwargs)
     self.num_classes = num_classes

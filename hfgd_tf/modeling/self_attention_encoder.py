@@ -3,7 +3,7 @@
 
 import keras
 
-from hfgd_tf.modeling.car import ClassAwareRegularization
+from hfgd_tf.modeling.car import ClassAwareRegularization, car_norm_kwargs
 from hfgd_tf.modeling.layers.common import ConvNormAct
 from hfgd_tf.modeling.layers.self_attention import SelfAttention
 
@@ -25,7 +25,8 @@ class NonLocalEncoder(keras.layers.Layer):
     self.attention = SelfAttention(64, filters, name="self_attention", dtype=policy)
     if use_car:
       self.car = ClassAwareRegularization(filters=filters, apply_convs=True, name="car",
-                                          dtype=policy, **self.car_args, **self.norm)
+                                          dtype=policy, **self.car_args,
+                                          **car_norm_kwargs(self.norm))
     else:
       self.end_conv = ConvNormAct(filters, 3, name="end_conv", dtype=policy, **self.norm)
 

@@ -30,6 +30,10 @@ class SemanticFPN(keras.layers.Layer):
   `top_lateral` adds a lateral conv on the top too (when it does not have `filters` channels).
   """
 
+  # iSeg's FeaturePyramidNetwork and SemanticPyramidNetworkBlock_V2 create every conv in build(),
+  # after its L2 was set: never penalised (--weight_decay_scope=original, hfgd_tf/optimization.py).
+  original_late_sublayers = ("laterals", "branches", "end_conv")
+
   def __init__(self, filters=256, lateral_kernel_size=1, output_stride=4, top_lateral=False,
                align_corners=True, norm=None, **kwargs):
     super().__init__(**kwargs)

@@ -3,6 +3,8 @@
 import keras
 import tensorflow as tf
 
+from hfgd_tf.modeling.layers.common import shared_initializer
+
 # Batched-matmul layouts of a [N, H, W, heads, d] tensor: one H x H map per column (height pass)
 # or one W x W map per row (width pass).
 _COLUMNS = [0, 2, 3, 1, 4]  # [N, H, W, heads, d] -> [N, W, heads, H, d]
@@ -14,7 +16,9 @@ class AxialAttention(keras.layers.Layer):
   """Multi-head axial attention along height, then width (Ho et al. 2019; iSeg's layer).
 
   q, k and v are 1x1 convolutions (with bias) of the input to C channels, split into `num_heads`
-  heads of d = C / num_heads channels, head-major (channel = head * d + c). Both attention maps
+  heads of d = C / num_heads channels, head-major (channel = head * d + c); the q and k kernels
+  start from the same Glorot sample (iSeg's `shared_qk_weights=True` under the Keras 2 of the
+  HFGD era; iSeg's Keras 3 code draws them apart) and train apart. Both attention maps
   come from the same q and k:
     height map  A_H[n, w, i, j] = softmax_j(q[n, i, w] . k[n, j, w] / sqrt(d))   (per column)
     width map   A_W[n, h, a, b] = softmax_b(q[n, h, a] . k[n, h, b] / sqrt(d))   (per row)
@@ -32,6 +36,10 @@ class AxialAttention(keras.layers.Layer):
   Input [N, H, W, C] -> output [N, H, W, C].
   """
 
+  # iSeg creates the projections in build(), after its L2 was set: never penalised
+  # (--weight_decay_scope=original, hfgd_tf/optimization.py).
+  original_late_sublayers = ("query_conv", "key_conv", "value_conv")
+
   def __init__(self, num_heads=4, **kwargs):
     super().__init__(**kwargs)
     self.num_heads = num_heads
@@ -43,8 +51,11 @@ class AxialAttention(keras.layers.Layer):
                        f"{self.num_heads} heads")
     self.channels = channels
     self.head_channels = channels // self.num_heads
-    self.query_conv = keras.layers.Conv2D(channels, 1, name="query", dtype=self.dtype_policy)
-    self.key_conv = keras.layers.Conv2D(channels, 1, name="key", dtype=self.dtype_policy)
+    shared = shared_initializer()  # q and k start equal
+    self.query_conv = keras.layers.Conv2D(channels, 1, kernel_initializer=shared, name="query",
+                                          dtype=self.dtype_policy)
+    self.key_conv = keras.layers.Conv2D(channels, 1, kernel_initializer=shared, name="key",
+                                        dtype=self.dtype_policy)
     self.value_conv = keras.layers.Conv2D(channels, 1, name="value", dtype=self.dtype_policy)
     for conv in (self.query_conv, self.key_conv, self.value_conv):
       conv.build(input_shape)

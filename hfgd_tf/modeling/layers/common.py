@@ -1,9 +1,23 @@
 """Building blocks shared by every head: conv + batch norm + activation, and drop path."""
 
+import random
+
 import keras
 import tensorflow as tf
 
 from hfgd_tf.config import BN_MOMENTUM, HEAD_BN_EPSILON
+
+
+def shared_initializer():
+  """One Glorot-uniform initializer with its own fixed seed: every kernel it initialises gets the
+  same values (the original's SharedInitializer, which q and k kernels share).
+
+  The seed is drawn from Python's RNG (keras.utils.set_random_seed seeds it), so each call gives
+  a new sample. The values come from the seed alone, so the kernels start equal however Keras
+  builds the layers: also in a symbolic build under a StatelessScope, which would discard an
+  assign done in build().
+  """
+  return keras.initializers.GlorotUniform(seed=random.randint(1, 10 ** 9))
 
 
 def norm_kwargs(config):

@@ -3,6 +3,8 @@
 import keras
 import tensorflow as tf
 
+from hfgd_tf.modeling.layers.common import shared_initializer
+
 
 @keras.saving.register_keras_serializable("hfgd_tf")
 class SelfAttention(keras.layers.Layer):
@@ -21,14 +23,16 @@ class SelfAttention(keras.layers.Layer):
     super().__init__(**kwargs)
     self.key_filters = key_filters
     self.value_filters = value_filters
-    self.query_conv = keras.layers.Conv2D(key_filters, 1, name="query", dtype=self.dtype_policy)
-    self.key_conv = keras.layers.Conv2D(key_filters, 1, name="key", dtype=self.dtype_policy)
+    shared = shared_initializer()  # q and k start equal
+    self.query_conv = keras.layers.Conv2D(key_filters, 1, kernel_initializer=shared, name="query",
+                                          dtype=self.dtype_policy)
+    self.key_conv = keras.layers.Conv2D(key_filters, 1, kernel_initializer=shared, name="key",
+                                        dtype=self.dtype_policy)
     self.value_conv = keras.layers.Conv2D(value_filters, 1, name="value", dtype=self.dtype_policy)
 
   def build(self, input_shape):
     for conv in (self.query_conv, self.key_conv, self.value_conv):
       conv.build(input_shape)
-    self.key_conv.kernel.assign(self.query_conv.kernel)
 
   def call(self, inputs):
     batch = tf.shape(inputs)[0]
