@@ -6,6 +6,8 @@ import shutil
 import tensorflow as tf
 from absl import logging
 
+from hfgd_tf.config import FlagError
+
 # The resolvers each distribution accepts; the first is its default.
 _RESOLVERS_OF = {"multi_worker": ("tf_config", "slurm"), "tpu": ("tpu",)}
 
@@ -92,3 +94,39 @@ def use_jit_compile(jit_compile="auto", strategy=None):
   if isinstance(strategy, tf.distribute.TPUStrategy):
     return True
   return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+
+
+def local_replica_count(strategy):
+  """Replicas on this worker (the default strategy, which names no devices, has one)."""
+  if strategy is tf.distribute.get_strategy() and not tf.distribute.has_strategy():
+    return 1
+  return len(strategy.extended.worker_devices)
+
+
+def train_step_jit_compile(jit_compile, strategy, deterministic=False):
+  """Whether the train step compiles with XLA (`use_jit_compile`, then what the step allows).
+
+  The step is compiled around `strategy.run`, and an XLA cluster runs on one device: with several
+  replicas on one worker (mirrored, or multi-worker with several GPUs each) it fails ("Trying to
+  access resource .../replica_1/... located in device CPU:1 from device CPU:0"). Compiling each
+  replica's forward/backward alone cannot work either: synchronized BN all-reduces inside the
+  forward pass, a cross-replica call XLA would have to nest. So there auto is off and on is a
+  FlagError; one device per worker keeps XLA (GPU collectives compile; CPU ones do not, so on is
+  refused for multi-worker CPUs too). TPU steps are compiled by the strategy itself (False here),
+  and XLA has no deterministic max-pool gradient, so `deterministic` keeps auto off.
+  """
+  if isinstance(strategy, tf.distribute.TPUStrategy):
+    return False
+  local_replicas = local_replica_count(strategy)
+  cpus_only = not tf.config.list_logical_devices("GPU")
+  if local_replicas > 1 or (strategy.num_replicas_in_sync > 1 and cpus_only):
+    if jit_compile == "on":
+      where = (f"{local_replicas} replicas on this worker" if local_replicas > 1
+               else "collectives on CPUs")
+      raise FlagError(f"--jit_compile: on cannot compile a train step with {where} (XLA runs a "
+                      "step on one device); use --jit_compile=auto or off")
+    if jit_compile == "auto" and use_jit_compile(jit_compile, strategy):
+      logging.info("--jit_compile=auto: off for the train step (%d replicas on this worker).",
+                   local_replicas)
+    return False
+  return use_jit_compile(jit_compile, strategy) and not deterministic

@@ -72,8 +72,8 @@ def run_train(settings):
   _prepare_data(settings)
   strategy = create_strategy(settings.train.distribution, settings.train.tpu,
                              settings.train.cluster_resolver, settings.train.slurm_port_base)
-  resuming = latest_resume_point(settings.train.checkpoint_dir)[0] is not None
-  if settings.train.pretrain_steps and not resuming:
+  resume_point = latest_resume_point(settings.train.checkpoint_dir)  # looked up once per run
+  if settings.train.pretrain_steps and resume_point[0] is None:
     settings = dataclasses.replace(settings, train=dataclasses.replace(
         settings.train, backbone_weights=_pretrain(settings, strategy)))
   ids_ignore_label = settings.dataset_info.ids_ignore_label
@@ -84,7 +84,7 @@ def run_train(settings):
                             jit_compile=use_jit_compile(settings.eval.jit_compile, strategy))
   trainer = train.Trainer(settings.model, settings.train, strategy,
                           palette=settings.dataset_info.palette, validation=validation,
-                          ids_ignore_label=ids_ignore_label)
+                          ids_ignore_label=ids_ignore_label, resume_point=resume_point)
   results = trainer.train()
   logging.info("Training done at step %d; checkpoints in %s, TensorBoard logs in %s.",
                results["step"], settings.train.checkpoint_dir, settings.train.tensorboard_dir)

@@ -38,7 +38,7 @@ from hfgd_tf import bn_statistics, summaries, visualize
 from hfgd_tf.checkpoints import latest_resume_point, model_state, optimizer_state
 from hfgd_tf.config import IGNORE_LABEL, FlagError
 from hfgd_tf.data import pipeline
-from hfgd_tf.distribution import is_chief, use_jit_compile, worker_dir
+from hfgd_tf.distribution import is_chief, train_step_jit_compile, worker_dir
 from hfgd_tf.modeling.backbones.pretrained import load_pretrained
 from hfgd_tf.modeling.losses import segmentation_losses
 from hfgd_tf.modeling.model import build_model
@@ -87,47 +87,69 @@ class Trainer:
   """
 
   def __init__(self, model_config, train, strategy, palette=None, validation=None,
-               ids_ignore_label=IGNORE_LABEL):
+               ids_ignore_label=IGNORE_LABEL, resume_point=None):
+    """`resume_point`: `checkpoints.latest_resume_point(train.checkpoint_dir)` when the caller has
+    already looked it up; otherwise the trainer looks it up (once)."""
     train = prepare(train, strategy)  # seeds, and the dtype policy before the model is built
     self.train_config = train
     self.ids_ignore_label = ids_ignore_label
     self.strategy = strategy
     self.num_replicas = strategy.num_replicas_in_sync
+    self._check_replicas()
+    jit_compile = train_step_jit_compile(train.jit_compile, strategy, train.deterministic)
+    self.model_config = dataclasses.replace(model_config, sync_batch_norm=self.num_replicas > 1)
+    self.palette = palette
+    self.validation = validation
+    self.chief = is_chief(strategy)
+    latest, start, saved_iterator = resume_point or latest_resume_point(train.checkpoint_dir)
+    self._build(resuming=latest is not None)
+    # Only a plain tf.data iterator is checkpointable (distributed iterators are not), so the data
+    # position is saved on one device and re-seeded by step on several.
+    self._save_iterator = train.checkpoint_input_pipeline and self.num_replicas == 1 and not (
+        isinstance(strategy, tf.distribute.TPUStrategy))
+    resume_data = self._save_iterator and (latest is None or saved_iterator)
+    # Without a saved iterator, a resumed run continues with a fresh stream seeded by the step.
+    data_seed = train.seed if (start == 0 or resume_data) else train.seed + start
+    self.iterator = self._input_iterator(data_seed)
+    self._restore_and_manage(latest, resume_data, data_seed)
+    self._compile_steps(jit_compile)
+
+  def _check_replicas(self):
+    train = self.train_config
     if train.batch_size % self.num_replicas:
       raise FlagError(f"--batch_size: {train.batch_size} does not split evenly over "
                        f"{self.num_replicas} replicas")
     if train.bn_recalibration_batches and self.num_replicas > 1:
       raise FlagError(f"--bn_recalibration_batches: needs one replica, not {self.num_replicas}")
-    self.model_config = dataclasses.replace(model_config, sync_batch_norm=self.num_replicas > 1)
-    self.palette = palette
-    self.validation = validation
-    self.chief = is_chief(strategy)
 
-    with strategy.scope():
+  def _build(self, resuming):
+    """The model (pretrained backbone unless `resuming`: the checkpoint restores it), optimizer
+    and step counter on the strategy, and the SGD recipe's L2 variables."""
+    train = self.train_config
+    with self.strategy.scope():
       self.model = build_model(self.model_config)
-      if latest_resume_point(train.checkpoint_dir)[0] is None:  # a resume restores them instead
+      if not resuming:
         load_pretrained(self.model.backbone, self.model_config.backbone, train,
                         record_dir=train.checkpoint_dir if self.chief else None)
       self.optimizer = build_optimizer(train, self.model)
       self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     self._l2 = l2_variables(self.model, train)
 
-    self._checkpoint_dir = worker_dir(strategy, train.checkpoint_dir)
-    # Only a plain tf.data iterator is checkpointable (distributed iterators are not), so the data
-    # position is saved on one device and re-seeded by step on several.
-    self._save_iterator = train.checkpoint_input_pipeline and self.num_replicas == 1 and not (
-        isinstance(strategy, tf.distribute.TPUStrategy))
-    # Every worker resumes from the chief's checkpoints (a shared file system), and saves to its own
-    # folder: only the chief's are kept, but saving a distributed checkpoint is collective.
-    latest, start, saved_iterator = latest_resume_point(train.checkpoint_dir)
-    resume_data = self._save_iterator and (latest is None or saved_iterator)
-    # Without a saved iterator, a resumed run continues with a fresh stream seeded by the step.
-    data_seed = train.seed if (start == 0 or resume_data) else train.seed + start
+  def _input_iterator(self, seed):
+    """A plain iterator when its position is checkpointed; else a distributed one."""
     if self._save_iterator:
-      self.iterator = iter(self._dataset(None, data_seed))
-    else:
-      self.iterator = iter(strategy.distribute_datasets_from_function(
-          lambda context: self._dataset(context, data_seed)))
+      return iter(self._dataset(None, seed))
+    return iter(self.strategy.distribute_datasets_from_function(
+        lambda context: self._dataset(context, seed)))
+
+  def _restore_and_manage(self, latest, resume_data, data_seed):
+    """Restores checkpoint `latest` (if any; the iterator too when `resume_data`) and sets up the
+    manager that saves to this worker's folder.
+
+    Every worker resumes from the chief's checkpoints (a shared file system), and saves to its own
+    folder: only the chief's are kept, but saving a distributed checkpoint is collective.
+    """
+    train = self.train_config
     state = dict(model=model_state(self.model), optimizer=optimizer_state(self.optimizer),
                  step=self.step)
     if resume_data:
@@ -141,18 +163,15 @@ class Trainer:
       state["iterator"] = self.iterator
     self.checkpoint = tf.train.Checkpoint(**state)
     self.manager = tf.train.CheckpointManager(
-        self.checkpoint, self._checkpoint_dir, max_to_keep=train.max_checkpoints_to_keep,
-        step_counter=self.step)
-    # XLA compiles the step from the batch on (the iterator stays outside, as in Keras); TPU steps
-    # are compiled by the strategy itself.
-    # XLA has no deterministic max-pool gradient, so --deterministic keeps auto's XLA off (and
-    # the flags refuse --jit_compile=on with it).
-    jit_compile = use_jit_compile(train.jit_compile) and not train.deterministic and not isinstance(
-        strategy, tf.distribute.TPUStrategy)
+        self.checkpoint, worker_dir(self.strategy, train.checkpoint_dir),
+        max_to_keep=train.max_checkpoints_to_keep, step_counter=self.step)
+    self._saved_step = None
+
+  def _compile_steps(self, jit_compile):
+    """XLA compiles the step from the batch on (the iterator stays outside, as in Keras)."""
     self._compiled_step = tf.function(self._step_on_batch, jit_compile=jit_compile)
     self._train_step = tf.function(self._distributed_step)
     self._train_loop = tf.function(self._distributed_loop)
-    self._saved_step = None
 
   def _dataset(self, input_context, seed):
     train = self.train_config

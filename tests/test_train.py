@@ -112,6 +112,16 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_path, m
   assert all(np.isfinite(weights).all() for weights in _weights(restored))
 
 
+def test_trainer_looks_up_the_latest_checkpoint_once(data_dir, tmp_path, monkeypatch):
+  lookups = []
+  lookup = train_lib.latest_resume_point
+  monkeypatch.setattr(train_lib, "latest_resume_point",
+                      lambda directory: (lookups.append(directory), lookup(directory))[1])
+  config = tiny_train_config(data_dir, tmp_path, train_steps=2)
+  _trainer(config)
+  assert lookups == [config.checkpoint_dir]  # run_train passes its own: no lookup at all then
+
+
 def test_sgd_adds_l2_on_kernels_of_its_scope_and_adamw_excludes_norms_and_biases(data_dir,
                                                                                  tmp_path):
   sgd = _trainer(tiny_train_config(data_dir, tmp_path / "sgd", optimizer="sgd", weight_decay=1e-4,
