@@ -40,7 +40,7 @@ WEIGHT_DECAY_SCOPES = ("original", "head", "all")
 # (optimization.py).
 WARMUP_SCHEDULES = ("decay_to_end", "original")
 MIXED_PRECISION = ("auto", "none", "float16", "bfloat16")
-DISTRIBUTIONS = ("one_device", "mirrored", "multi_worker", "tpu")
+DISTRIBUTIONS = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
 # Where a multi_worker/tpu run finds its cluster (distribution.py).
 CLUSTER_RESOLVERS = ("tf_config", "slurm", "tpu")
 # XLA for the train/eval steps: auto = on for GPUs and TPUs, off on CPUs (distribution.py).
@@ -317,7 +317,8 @@ class TrainConfig:
       "GPUs of compute capability >= 8, float16 on older GPUs, float32 on CPUs); every mode "
       "computes in it (hfgd_tf/precision.py).", choices=MIXED_PRECISION)
   distribution: str = flag(
-      "one_device", "one_device; mirrored (all local GPUs, else the logical CPUs); multi_worker "
+      "auto", "auto (the TPU when one is attached, all local GPUs when there are several, else one "
+      "device); one_device; mirrored (all local GPUs, else the logical CPUs); multi_worker "
       "(TF_CONFIG); tpu (--tpu).", choices=DISTRIBUTIONS)
   tpu: Optional[str] = flag(None, "TPU name or address for distribution=tpu ('' = local TPU).")
   cluster_resolver: Optional[str] = flag(

@@ -1,5 +1,8 @@
-"""The tf.distribute strategy a run asks for, and who writes files under multi-worker training."""
+"""The tf.distribute strategy a run asks for (`auto`: what this machine has), and who writes files
+under multi-worker training."""
 
+import glob
+import importlib.metadata
 import os
 import shutil
 
@@ -12,14 +15,18 @@ from hfgd_tf.config import FlagError
 _RESOLVERS_OF = {"multi_worker": ("tf_config", "slurm"), "tpu": ("tpu",)}
 
 
-def create_strategy(distribution="one_device", tpu=None, cluster_resolver=None,
+def create_strategy(distribution="auto", tpu=None, cluster_resolver=None,
                     slurm_port_base=8888):
-  """one_device (first GPU, else CPU), mirrored (all local GPUs; all logical CPUs when there is no
-  GPU), multi_worker (the cluster from `cluster_resolver`: tf_config, the default, or slurm) or
-  tpu (TPUClusterResolver(tpu)).
+  """auto (see resolve_distribution), one_device (first GPU, else CPU), mirrored (all local GPUs;
+  all logical CPUs when there is no GPU), multi_worker (the cluster from `cluster_resolver`:
+  tf_config, the default, or slurm) or tpu (TPUClusterResolver(tpu)).
 
   Create one per process: a second MirroredStrategy in the same process breaks its collectives.
+  A TPU that cannot work here (no TPU wheel, no TPU attached, no answer) is a FlagError of one
+  line naming what to install or set.
   """
+  if distribution == "auto":
+    distribution, tpu = resolve_distribution(), "local"
   if cluster_resolver is not None and cluster_resolver not in _RESOLVERS_OF.get(distribution, ()):
     raise ValueError(f"--cluster_resolver: {cluster_resolver} does not apply to distribution="
                      f"{distribution} (multi_worker: tf_config or slurm; tpu: tpu)")
@@ -37,12 +44,79 @@ def create_strategy(distribution="one_device", tpu=None, cluster_resolver=None,
                  resolver.cluster_spec().as_dict())
     return strategy
   if distribution == "tpu":
+    return _tpu_strategy(tpu)
+  raise ValueError(f"--distribution: unknown {distribution!r}; choose auto, one_device, "
+                   "mirrored, multi_worker or tpu")
+
+
+# Google's PCI vendor id and the PCI device ids of its TPU chips: v2/v3, v4, v5p, v5e, v6e, 7x
+# (Google's gVNIC network card shares the vendor id, so the device id decides).
+_GOOGLE_PCI_VENDOR = "0x1ae0"
+_TPU_PCI_DEVICES = frozenset(("0x0027", "0x005e", "0x0062", "0x0063", "0x006f", "0x0076"))
+PCI_DEVICES = "/sys/bus/pci/devices"
+# The one distribution TensorFlow's TPU kernels come in (requirements-tpu.txt).
+TPU_WHEEL = "tensorflow-tpu"
+TPU_INSTALL = ("install requirements-tpu.txt (tensorflow-tpu==2.20.0 and libtpu, instead of "
+               "tensorflow) into a fresh virtual environment, see docs/cloud.md")
+
+
+def _read(path):
+  try:
+    with open(path, encoding="ascii") as file:
+      return file.read().strip()
+  except OSError:
+    return None
+
+
+def attached_tpu_chips(pci_devices=None):
+  """TPU chips on this host's PCI bus, read from sysfs: loads no libtpu and asks no metadata
+  server, so it is instant and cannot hang on a machine without TPUs."""
+  pci_devices = pci_devices or PCI_DEVICES
+  return sum(1 for device in glob.glob(os.path.join(pci_devices, "*"))
+             if _read(os.path.join(device, "vendor")) == _GOOGLE_PCI_VENDOR
+             and _read(os.path.join(device, "device")) in _TPU_PCI_DEVICES)
+
+
+def tpu_wheel_installed():
+  """Whether TensorFlow here is tensorflow-tpu (plain tensorflow has no TPU kernels)."""
+  try:
+    importlib.metadata.distribution(TPU_WHEEL)
+  except importlib.metadata.PackageNotFoundError:
+    return False
+  return True
+
+
+def resolve_distribution():
+  """What --distribution=auto means on this machine: tpu when a TPU is attached, mirrored over
+  the local GPUs when there are several, else one_device (one GPU, or the CPU)."""
+  chips = attached_tpu_chips()
+  if chips:
+    resolved, reason = "tpu", f"{chips} TPU chip(s) attached"
+  else:
+    gpus = len(tf.config.list_logical_devices("GPU"))
+    resolved = "mirrored" if gpus > 1 else "one_device"
+    reason = f"{gpus} GPU(s), no TPU"
+  logging.info("--distribution=auto: %s (%s).", resolved, reason)
+  return resolved
+
+
+def _tpu_strategy(tpu):
+  """TPUStrategy on `tpu` ('' or 'local': this host's), or a FlagError naming the fix."""
+  if not tpu_wheel_installed():
+    raise FlagError(f"--distribution: tpu needs TensorFlow's TPU kernels, which only the "
+                    f"{TPU_WHEEL} wheel has (this is TensorFlow {tf.__version__} without them): "
+                    f"{TPU_INSTALL}")
+  if tpu in ("", "local") and not attached_tpu_chips():
+    raise FlagError(f"--tpu: {tpu or 'local'} but no TPU is attached to this host (none on its PCI "
+                    "bus); run on a Cloud TPU VM, or name a remote TPU with --tpu=<name>")
+  try:
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
     tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)
-    return tf.distribute.TPUStrategy(resolver)
-  raise ValueError(f"--distribution: unknown {distribution!r}; choose one_device, mirrored, "
-                   "multi_worker or tpu")
+  except (ValueError, RuntimeError, tf.errors.OpError) as error:
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    raise FlagError(f"--tpu: cannot reach TPU {tpu!r}: {first_line}") from error
+  return tf.distribute.TPUStrategy(resolver)
 
 
 def slurm_cluster_resolver(port_base=8888):

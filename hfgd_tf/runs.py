@@ -16,6 +16,17 @@ from datasets.tfds_adapters import is_tfds_name
 # pylint: disable=import-outside-toplevel
 
 
+def _log_run_report(settings, strategy=None, steps_left=None):
+  """The start-of-run block (hfgd_tf/run_report.py): versions, devices, strategy, precision and
+  XLA as resolved for `strategy`; WARNING lines when the machine is not what the run needs."""
+  from hfgd_tf import run_report
+  from hfgd_tf.distribution import use_jit_compile
+  from hfgd_tf.precision import resolve_mixed_precision
+  run_report.log_run_report(
+      settings, strategy, resolve_mixed_precision(settings.train.mixed_precision, strategy),
+      use_jit_compile(settings.train.jit_compile, strategy), steps_left=steps_left)
+
+
 def _prepare_data(settings):
   if settings.train.dataset == "builtin":
     from datasets.builtin import ensure_builtin_dataset
@@ -69,10 +80,11 @@ def run_train(settings):
   from hfgd_tf.checkpoints import latest_resume_point
   from hfgd_tf.distribution import create_strategy, is_chief, use_jit_compile
   from hfgd_tf.evaluation import PeriodicEval
-  _prepare_data(settings)
   strategy = create_strategy(settings.train.distribution, settings.train.tpu,
                              settings.train.cluster_resolver, settings.train.slurm_port_base)
   resume_point = latest_resume_point(settings.train.checkpoint_dir)  # looked up once per run
+  _log_run_report(settings, strategy, steps_left=settings.train.train_steps - resume_point[1])
+  _prepare_data(settings)
   if settings.train.pretrain_steps and resume_point[0] is None:
     settings = dataclasses.replace(settings, train=dataclasses.replace(
         settings.train, backbone_weights=_pretrain(settings, strategy)))
@@ -107,7 +119,8 @@ def run_eval(settings, model=None, strategy=None):
   _prepare_data(settings)
   if model is None:
     strategy = create_strategy(settings.train.distribution, settings.train.tpu,
-                             settings.train.cluster_resolver, settings.train.slurm_port_base)
+                               settings.train.cluster_resolver, settings.train.slurm_port_base)
+    _log_run_report(settings, strategy)
     with strategy.scope():
       model = _model(settings, None)
   ignore_label = settings.model.ignore_label
@@ -241,5 +254,7 @@ def _naming_unreadable_records(settings):
 def run(settings):
   """Runs `settings.mode`; an unreadable record ends it with sources.UnreadableRecordError
   naming the shard and the record."""
+  if settings.mode not in ("train", "eval"):  # those two log it with their strategy
+    _log_run_report(settings)
   with _naming_unreadable_records(settings):
     return RUNNERS[settings.mode](settings)
