@@ -5,7 +5,12 @@
   2. mixed precision: built under mixed_bfloat16 its variables stay float32, its outputs are finite
      and close to the float32 layer's with the same weights;
   3. SavedModel: saved inside a tf.Module (so every sub-layer's variables must be tracked) and
-     loaded back in a function with dynamic spatial sizes, it gives the same outputs.
+     loaded back in a function with dynamic spatial sizes, it gives the same outputs;
+  4. initial weights: built inside a functional model (a symbolic call, which Keras 3 may run
+     under a StatelessScope that discards any assign done in a build()), and so again after
+     from_config (as a saved model's config is rebuilt), every weight is what its initializer
+     gives (Keras 3 initializers are seeded, so calling one again reproduces its sample) and what
+     the layer means it to be (`initial_weights`, e.g. q == k).
 
 A case is `make_layer(**kwargs)` (kwargs go to the constructor, e.g. dtype), example `inputs` (a
 nested structure of tensors) and `call(layer, inputs, companions)`; `companions` are other layers
@@ -28,6 +33,9 @@ class LayerCase:
   make_companions: Optional[Callable[[], Dict[str, keras.layers.Layer]]] = None
   # Relative tolerance of bfloat16 against float32 outputs (bfloat16 keeps 8 mantissa bits).
   bfloat16_tolerance: float = 0.05
+  # initial_weights(layer) asserts what the built layer's weights must be beyond each one being
+  # its initializer's sample: values set by add_weight (no initializer attribute), equal kernels.
+  initial_weights: Optional[Callable] = None
 
 
 def _numpy(outputs):
@@ -93,3 +101,45 @@ def check_saved_model(case, directory):
   tf.saved_model.save(module, str(directory))
   loaded = tf.saved_model.load(str(directory))
   _assert_close(loaded.serve(case.inputs), expected, 1e-5, 1e-5, "SavedModel")
+
+
+def _functional_model(case, layer, companions):
+  """Builds `layer` by calling it on symbolic inputs shaped like the case's, into a Model."""
+  def symbolic(tensor, name):
+    tensor = tf.convert_to_tensor(tensor)
+    return keras.Input(shape=tensor.shape[1:], batch_size=tensor.shape[0], dtype=tensor.dtype,
+                       name=name)
+  inputs = ({name: symbolic(tensor, name) for name, tensor in case.inputs.items()}
+            if isinstance(case.inputs, dict) else symbolic(case.inputs, "inputs"))
+  return keras.Model(inputs, case.call(layer, inputs, companions))
+
+
+def _assert_weights_are_their_initializers(layer):
+  """Each `<name>` weight of every sub-layer that has a `<name>_initializer` equals a fresh call of
+  that initializer (seeded in Keras 3, or constant: it gives the same values again); returns the
+  ids of the weights checked."""
+  checked = set()
+  for sublayer in layer._flatten_layers():  # pylint: disable=protected-access
+    for attribute, initializer in vars(sublayer).items():
+      weight = getattr(sublayer, attribute[:-len("_initializer")], None)
+      if not (attribute.endswith("_initializer") and isinstance(
+          initializer, keras.initializers.Initializer) and isinstance(weight, keras.Variable)):
+        continue
+      expected = keras.ops.convert_to_numpy(initializer(weight.shape, dtype=weight.dtype))
+      np.testing.assert_array_equal(weight.numpy(), expected, err_msg=weight.path)
+      checked.add(id(weight))
+  return checked
+
+
+def check_initial_weights(case):
+  companions = case.make_companions() if case.make_companions else {}
+  layer = case.make_layer()
+  _functional_model(case, layer, companions)
+  rebuilt = type(layer).from_config(layer.get_config())
+  _functional_model(case, rebuilt, companions)
+  for how, built in (("in a functional model", layer), ("after from_config", rebuilt)):
+    checked = _assert_weights_are_their_initializers(built)
+    if case.initial_weights is not None:
+      checked.update(id(weight) for weight in case.initial_weights(built))
+    unchecked = [weight.path for weight in built.weights if id(weight) not in checked]
+    assert not unchecked, f"{type(layer).__name__} built {how}: nothing checks {unchecked}"

@@ -188,8 +188,8 @@ class ClassAwareRegularization(keras.layers.Layer):
 
 def car_norm_kwargs(norm):
   """CAR's batch-norm arguments from its head's (`norm_kwargs`): the same but for the end BN's
-  momentum, Keras' default 0.9 whatever --bn_momentum says, as in the original (CAR_END_BN_MOMENTUM).
-  """
+  momentum, Keras' default 0.9 whatever --bn_momentum says, as in the original
+  (CAR_END_BN_MOMENTUM)."""
   return dict(norm, bn_momentum=CAR_END_BN_MOMENTUM)
 
 
