@@ -333,8 +333,8 @@ class TrainConfig:
       "(where XLA is slower than oneDNN).", choices=JIT_COMPILE)
   steps_per_loop: int = flag(
       1, "Training steps per tf.function call (a tf.range loop over the iterator, as Model "
-      "Garden does for TPUs); logs show the loss averaged over the loop. Loops end early at "
-      "log/checkpoint/eval/image steps, so cadences stay exact.", check=POSITIVE)
+      "Garden does for TPUs). Loops end early at log/checkpoint/eval/image steps, so every "
+      "cadence stays exact: a loop is never longer than log_every.", check=POSITIVE)
 
   model_dir: Optional[str] = flag(
       None, "Run folder: parent of checkpoints, exports and predictions; default "
@@ -347,7 +347,9 @@ class TrainConfig:
       True, "One replica: save the tf.data iterator in checkpoints so a resume continues the "
       "exact data stream (costs the shuffle buffer's size on disk); otherwise a resume re-seeds "
       "the pipeline by step.")
-  log_every: int = flag(50, "Steps between console/TensorBoard loss logs.", check=POSITIVE)
+  log_every: int = flag(50, "Steps between console/TensorBoard loss logs, at every multiple "
+                        "of it; each shows the mean loss over the steps since the last.",
+                        check=POSITIVE)
   image_summary_every: int = flag(
       1000, "Steps between TensorBoard images (input, ground truth, prediction).", check=POSITIVE)
   tensorboard_dir: Optional[str] = flag(None, "TensorBoard logs; default <checkpoint_dir>/tb.")

@@ -140,8 +140,19 @@ def slurm_cluster_resolver(port_base=8888):
                         auto_set_gpu=False)
 
 
+def tpu_host_index(strategy):
+  """This host's index in a TPU pod slice: the TPU cluster resolver's task id, or, when the same
+  program runs on every host of the slice (each with a resolver of task 0), TPU_WORKER_ID, the
+  host index Cloud TPU VMs are given (0 where unset: one host)."""
+  task_id = strategy.cluster_resolver.task_id or 0
+  return task_id or int(os.environ.get("TPU_WORKER_ID", "0") or 0)
+
+
 def is_chief(strategy):
-  """True on the worker that owns the run's files (the only one outside multi-worker runs)."""
+  """True on the worker that owns the run's files: the chief (or worker 0) of a multi-worker
+  cluster, host 0 of a TPU pod slice, the only one otherwise."""
+  if isinstance(strategy, tf.distribute.TPUStrategy):
+    return tpu_host_index(strategy) == 0
   if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
     return True
   resolver = strategy.cluster_resolver
@@ -156,7 +167,8 @@ def worker_dir(strategy, directory):
   since saving a distributed checkpoint is collective)."""
   if is_chief(strategy):
     return directory
-  task_id = strategy.cluster_resolver.task_id
+  task_id = (tpu_host_index(strategy) if isinstance(strategy, tf.distribute.TPUStrategy)
+             else strategy.cluster_resolver.task_id)
   return os.path.join(directory, ".workers", f"worker-{task_id}")
 
 

@@ -186,23 +186,28 @@ def write_results_json(results: EvalResults, class_names: Sequence[str], path, e
 
 class PeriodicEval:
   """Evaluation during training: single-scale mIoU on the eval split (`evaluate`), and a few
-  predictions for TensorBoard. `ids_ignore_label` as in `train.Trainer`."""
+  predictions for TensorBoard, both on the devices of `strategy` (the training strategy, whose
+  scope built the model; None: the default strategy). `ids_ignore_label` as in `train.Trainer`."""
 
   def __init__(self, file_pattern, num_classes, eval_height, eval_width, batch_size,
                max_examples=None, ignore_label=IGNORE_LABEL, ids_ignore_label=IGNORE_LABEL,
-               jit_compile=False):
+               jit_compile=False, strategy: Optional[tf.distribute.Strategy] = None):
     self.num_classes = num_classes
     self.ignore_label = ignore_label
     self.jit_compile = jit_compile
+    self.strategy = strategy or tf.distribute.get_strategy()
     self.dataset = pipeline.eval_dataset(
         file_pattern, batch_size, eval_height, eval_width, ignore_label=ignore_label,
         max_examples=max_examples, ids_ignore_label=ids_ignore_label)
-    self._predict = tf.function(lambda model, images: class_map(model(images, training=False)))
+    # The few sample images run whole on every replica (no collective, so each worker may alone);
+    # the first replica's predictions are kept.
+    self._predict = tf.function(lambda model, images: self.strategy.experimental_local_results(
+        self.strategy.run(lambda x: class_map(model(x, training=False)), args=(images,)))[0])
 
   def evaluate(self, model):
     """{"miou", "pixel_accuracy"} over the eval split (padding and ignored pixels excluded)."""
-    results = evaluate(model, self.dataset, self.num_classes, ignore_label=self.ignore_label,
-                       log_every=0, jit_compile=self.jit_compile)
+    results = evaluate(model, self.dataset, self.num_classes, strategy=self.strategy,
+                       ignore_label=self.ignore_label, log_every=0, jit_compile=self.jit_compile)
     return {"miou": results.mean_iou, "pixel_accuracy": results.pixel_accuracy}
 
   def sample(self, model, count=4):

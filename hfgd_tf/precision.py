@@ -18,9 +18,11 @@ from absl import logging
 POLICIES = {"none": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
 
 
-def resolve_mixed_precision(mixed_precision, strategy=None):
+def resolve_mixed_precision(mixed_precision, strategy=None, distribution=None):
   """The compute dtype `--mixed_precision=auto` stands for on this machine; other values as given.
 
+  A run on TPUs is known by its strategy or, in the modes that build none (predict, export), by
+  its --distribution=tpu: they then compute as its training did.
   auto: bfloat16 on TPUs and on GPUs of compute capability 8.0 or more (A100, H100: as fast as
   float16, no loss scaling, the original's later choice there), float16 on older GPUs, float32
   ("none") on CPUs, where float16 runs several times slower than float32.
@@ -28,7 +30,7 @@ def resolve_mixed_precision(mixed_precision, strategy=None):
   if mixed_precision != "auto":
     return mixed_precision
   gpus = tf.config.list_physical_devices("GPU")
-  if isinstance(strategy, tf.distribute.TPUStrategy):
+  if isinstance(strategy, tf.distribute.TPUStrategy) or distribution == "tpu":
     resolved, reason = "bfloat16", "TPU"
   elif gpus:
     capability = min(tf.config.experimental.get_device_details(gpu).get(
@@ -59,6 +61,6 @@ def prepare(train, strategy=None):
   loss scaling). Must run before the model is built.
   """
   set_seeds(train.seed, train.deterministic)
-  mixed_precision = resolve_mixed_precision(train.mixed_precision, strategy)
+  mixed_precision = resolve_mixed_precision(train.mixed_precision, strategy, train.distribution)
   keras.mixed_precision.set_global_policy(POLICIES[mixed_precision])
   return dataclasses.replace(train, mixed_precision=mixed_precision)

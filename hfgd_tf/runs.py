@@ -47,12 +47,12 @@ def _protocol(settings):
               window=settings.eval.sliding_window)
 
 
-def _model(settings, model):
+def _model(settings, model, strategy=None):
   if model is not None:
     return model
   from hfgd_tf import precision
   from hfgd_tf.checkpoints import restore_model
-  precision.prepare(settings.train)  # compute as in training, e.g. the bf16 demo
+  precision.prepare(settings.train, strategy)  # compute as in training, e.g. the bf16 demo, TPUs
   return restore_model(settings.model, settings.train.checkpoint_dir)
 
 
@@ -93,7 +93,8 @@ def run_train(settings):
                             settings.eval.eval_height, settings.eval.eval_width,
                             settings.eval.batch_size, settings.eval.max_examples,
                             ids_ignore_label=ids_ignore_label,
-                            jit_compile=use_jit_compile(settings.eval.jit_compile, strategy))
+                            jit_compile=use_jit_compile(settings.eval.jit_compile, strategy),
+                            strategy=strategy)
   trainer = train.Trainer(settings.model, settings.train, strategy,
                           palette=settings.dataset_info.palette, validation=validation,
                           ids_ignore_label=ids_ignore_label, resume_point=resume_point)
@@ -122,7 +123,7 @@ def run_eval(settings, model=None, strategy=None):
                                settings.train.cluster_resolver, settings.train.slurm_port_base)
     _log_run_report(settings, strategy)
     with strategy.scope():
-      model = _model(settings, None)
+      model = _model(settings, None, strategy)
   ignore_label = settings.model.ignore_label
   dataset = pipeline.eval_dataset(
       _eval_source(settings), settings.eval.batch_size, settings.eval.eval_height,

@@ -30,6 +30,7 @@ import dataclasses
 import math
 import time
 
+import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
@@ -71,8 +72,39 @@ def replica_step(model, optimizer, model_config, images, labels, num_replicas=1,
     loss = total / num_replicas
     scaled_loss = optimizer.scale_loss(loss)
   gradients = tape.gradient(scaled_loss, variables)
+  if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+    gradients = non_finite_on_every_replica(gradients)
   optimizer.apply_gradients(zip(gradients, variables))
   return loss, {name: value / num_replicas for name, value in terms.items()}
+
+
+def non_finite_on_every_replica(gradients):
+  """`gradients`, made all NaN on every replica (and worker) when any replica's are not finite.
+
+  Keras' LossScaleOptimizer decides whether to skip a step, and halve the scale, from the first
+  replica's gradients before they are summed: an overflow on another replica alone would reach
+  the weights as inf. A one-number all-reduce shares the verdict, so every replica skips together.
+  """
+  context = tf.distribute.get_replica_context()
+  if context.num_replicas_in_sync == 1:
+    return gradients
+  finite = tf.reduce_all(tf.stack(
+      [tf.reduce_all(tf.math.is_finite(gradient)) for gradient in gradients
+       if gradient is not None]))
+  overflows = context.all_reduce(tf.distribute.ReduceOp.SUM,
+                                 tf.cast(tf.logical_not(finite), tf.float32))
+  factor = tf.where(overflows > 0, np.nan, 1.0)  # x * 1.0 is exact
+  return [None if gradient is None else gradient * tf.cast(factor, gradient.dtype)
+          for gradient in gradients]
+
+
+def format_duration(seconds):
+  """"HH:MM:SS" below a day, "Nd HH:MM:SS" from one day on (e.g. "1d 12:00:00")."""
+  minutes, seconds = divmod(int(round(seconds)), 60)
+  hours, minutes = divmod(minutes, 60)
+  days, hours = divmod(hours, 24)
+  clock = f"{hours:02d}:{minutes:02d}:{seconds:02d}"
+  return f"{days}d {clock}" if days else clock
 
 
 class Trainer:
@@ -247,17 +279,18 @@ class Trainer:
     logging.info("Training steps %d..%d on %d replica(s), global batch %d, %s.", start + 1,
                  train.train_steps, self.num_replicas, train.batch_size, train.mixed_precision)
     results, first_loss, loss = {}, None, None
-    window_start, window_steps = time.time(), 0
+    # A log line covers every step since the previous one (several loops when steps_per_loop is
+    # below log_every): their mean loss and terms, their rate.
+    window_start, window_steps, window_loss, window_terms = time.time(), 0, 0.0, {}
     with writer.as_default(), SignalWatch(self.strategy) as signals:
       step = start
       while step < train.train_steps:
         count = self._loop_length(step)
-        loss, terms = (self._train_step(self.iterator) if count == 1 else
-                       self._train_loop(self.iterator, tf.constant(count)))
+        loss_sum, term_sums = (self._train_step(self.iterator) if count == 1 else
+                               self._train_loop(self.iterator, tf.constant(count)))
         step += count
-        # Loops log the mean over their steps.
-        loss = float(loss) / count
-        terms = {name: float(value) / count for name, value in terms.items()}
+        loss = float(loss_sum) / count  # the mean over the loop's steps
+        terms = {name: float(value) / count for name, value in term_sums.items()}
         if not math.isfinite(loss):
           steps = f"step {step}" if count == 1 else f"steps {step - count + 1}..{step}"
           raise TrainingDivergedError(
@@ -267,10 +300,14 @@ class Trainer:
               f"{self.manager.latest_checkpoint or 'none'}. Lower --learning_rate or check data.")
         first_loss = loss if first_loss is None else first_loss
         window_steps += count
+        window_loss += float(loss_sum)
+        window_terms = {name: window_terms.get(name, 0.0) + float(value)
+                        for name, value in term_sums.items()}
         if step % train.log_every == 0 or step == train.train_steps:
           rate = window_steps / max(time.time() - window_start, 1e-9)
-          self._log(step, loss, terms, rate)
-          window_start, window_steps = time.time(), 0
+          self._log(step, window_loss / window_steps,
+                    {name: value / window_steps for name, value in window_terms.items()}, rate)
+          window_start, window_steps, window_loss, window_terms = time.time(), 0, 0.0, {}
         if step % train.image_summary_every == 0 and self.validation is not None:
           self._write_images(step)
         if step == train.train_steps:  # before the last checkpoint, which keeps the statistics
@@ -295,7 +332,7 @@ class Trainer:
     logging.info("step %d/%d  loss %.4f (%s)  lr %.3g  %.2f steps/s  ETA %s", step,
                  train.train_steps, loss,
                  " ".join(f"{name} {value:.4f}" for name, value in terms.items()), learning_rate,
-                 steps_per_second, time.strftime("%H:%M:%S", time.gmtime(remaining)))
+                 steps_per_second, format_duration(remaining))
     summaries.scalar("loss/total", loss, step=step)
     for name, value in terms.items():
       summaries.scalar(f"loss/{name}", value, step=step)

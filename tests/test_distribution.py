@@ -7,14 +7,16 @@ import os
 import socket
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from absl import flags
 
 from datasets.builtin import ensure_builtin_dataset
 from hfgd_tf.config import FlagError
-from hfgd_tf.distribution import create_strategy, slurm_cluster_resolver
+from hfgd_tf.distribution import create_strategy, is_chief, slurm_cluster_resolver, worker_dir
 from hfgd_tf.flags import define_all_flags, run_config_from_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -149,3 +151,24 @@ def test_cluster_resolver_flags_are_checked_before_anything_starts(monkeypatch, 
   flag_values(["main.py", "--dataset=builtin", "--mode=export", *arguments])
   with pytest.raises(FlagError, match=error):
     run_config_from_flags(flag_values, mode="export")
+
+
+class _PodHost(tf.distribute.TPUStrategy):
+  """A TPUStrategy's resolver without a TPU: every host of a pod slice has one of task 0."""
+
+  def __init__(self):  # pylint: disable=super-init-not-called  (no TPU to connect to)
+    self._resolver = types.SimpleNamespace(task_type="worker", task_id=0)
+
+  @property
+  def cluster_resolver(self):
+    return self._resolver
+
+
+def test_only_host_0_of_a_tpu_pod_slice_is_chief(monkeypatch, tmp_path):
+  monkeypatch.delenv("TPU_WORKER_ID", raising=False)
+  assert is_chief(_PodHost())  # one host
+  monkeypatch.setenv("TPU_WORKER_ID", "0")
+  assert is_chief(_PodHost())
+  monkeypatch.setenv("TPU_WORKER_ID", "3")
+  assert not is_chief(_PodHost())
+  assert worker_dir(_PodHost(), str(tmp_path)) == str(tmp_path / ".workers" / "worker-3")

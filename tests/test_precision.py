@@ -92,6 +92,21 @@ def test_every_mode_builds_a_paper_recipe_in_the_resolved_policy(monkeypatch, mo
     runs.run(_paper_settings(mode))
 
 
+@pytest.mark.parametrize("mode", ["eval", "predict", "export"])
+def test_eval_predict_export_of_a_tpu_run_compute_in_its_bfloat16(monkeypatch, mode):
+  # No GPU here; the run trained with --distribution=tpu, where auto is bfloat16. eval gets its
+  # strategy from create_strategy (standing in: this machine has no TPU), predict and export none.
+  _fake_gpus(monkeypatch, [], (0, 0))
+  monkeypatch.setattr("hfgd_tf.distribution.create_strategy",
+                      lambda *args, **kwargs: tf.distribute.get_strategy())
+  monkeypatch.setattr("hfgd_tf.checkpoints.restore_model", _record_policy)
+  settings = _paper_settings(mode)
+  settings = dataclasses.replace(settings, train=dataclasses.replace(
+      settings.train, distribution="tpu", tpu="local"))
+  with pytest.raises(_Built, match="^mixed_bfloat16$"):
+    runs.run(settings)
+
+
 def test_nothing_else_sets_the_global_policy():
   callers = []
   for folder, _, names in os.walk(ROOT):

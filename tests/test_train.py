@@ -199,6 +199,26 @@ def test_layerwise_lr_decay_scales_backbone_updates(data_dir, tmp_path):
                              config.learning_rate * multipliers[variable.path], rtol=1e-2)
 
 
+def test_eta_shows_days_beyond_24_hours():
+  assert train_lib.format_duration(36 * 3600) == "1d 12:00:00"
+  assert train_lib.format_duration(16 * 86400 + 61) == "16d 00:01:01"
+  assert train_lib.format_duration(3599.6) == "01:00:00"
+
+
+def test_log_lines_at_each_multiple_show_the_mean_since_the_last(data_dir, tmp_path):
+  trainer = _trainer(tiny_train_config(data_dir, tmp_path, train_steps=4, steps_per_loop=2,
+                                       log_every=4, checkpoint_every=4))
+  # Two loops of 2 steps whose summed losses are 2 x 1, then 2 x 3 (no step runs: only the
+  # bookkeeping of train() is under test).
+  sums = iter([2.0, 6.0])
+  trainer._train_loop = lambda iterator, steps: (lambda loss: (loss, {"ce": loss}))(
+      tf.constant(next(sums)))
+  logged = []
+  trainer._log = lambda step, loss, terms, rate: logged.append((step, loss, terms["ce"]))
+  assert trainer.train()["last_loss"] == 3.0
+  assert logged == [(4, 2.0, 2.0)]  # steps 1..4, not the last loop's 3.0
+
+
 # float16 runs ~8x slower than float32 on CPUs (40 s here): CI runs it.
 @pytest.mark.parametrize("precision", [pytest.param("float16", marks=pytest.mark.slow), "bfloat16"])
 def test_mixed_precision_trains_and_resumes(data_dir, tmp_path, precision):

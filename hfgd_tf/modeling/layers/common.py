@@ -90,7 +90,14 @@ class DropPath(keras.layers.Layer):
       return inputs
     keep = 1.0 - self.rate
     shape = (tf.shape(inputs)[0],) + (1,) * (len(inputs.shape) - 1)
-    noise = keras.random.uniform(shape, seed=self.seed_generator, dtype=inputs.dtype)
+    # The seed Keras' TF backend would use for `keras.random.uniform(seed=self.seed_generator)`.
+    seed = tf.cast(tf.math.floormod(self.seed_generator.next(), tf.int32.max - 1), tf.int32)
+    context = tf.distribute.get_replica_context()
+    if context is not None and context.num_replicas_in_sync > 1:
+      # The generator's state is mirrored (every replica draws the same seeds): fold in which
+      # replica this is, so each drops other samples. One replica keeps the generator's masks.
+      seed = tf.random.experimental.stateless_fold_in(seed, context.replica_id_in_sync_group)
+    noise = tf.random.stateless_uniform(shape, seed=seed, dtype=inputs.dtype)
     mask = tf.floor(keep + noise)
     return inputs / keep * mask
 
