@@ -101,10 +101,12 @@ def report_lines(facts, strategy, settings, mixed_precision, jit_compile):
   tpus = (len(tf.config.list_logical_devices("TPU"))
           if isinstance(strategy, tf.distribute.TPUStrategy) else 0)
   gpus = ", ".join(facts.gpus) if facts.gpus else "none"
+  logical_cpus = len(tf.config.list_logical_devices("CPU"))
+  cpus = f"{facts.cpus} CPU" + (f" ({logical_cpus} logical)" if logical_cpus > facts.cpus else "")
   return [
       f"TensorFlow {tf.__version__} ({wheels or 'wheel unknown'}; build: {build}), Keras "
       f"{keras.__version__}, Python {platform.python_version()}",
-      f"devices: {facts.cpus} CPU; GPU: {gpus}; TPU: {tpus} core(s) in use, "
+      f"devices: {cpus}; GPU: {gpus}; TPU: {tpus} core(s) in use, "
       f"{facts.tpu_chips} chip(s) attached",
       _strategy_line(strategy, settings.train.distribution),
       f"precision: {'float32' if mixed_precision == 'none' else mixed_precision} (--mixed_precision={settings.train.mixed_precision}); XLA: "
@@ -136,7 +138,9 @@ def predicted_cpu_hours(steps, batch_size, height, width):
 
 
 def _duration(hours):
-  return f"{hours / 24:.1f} days" if hours >= 48 else f"{hours:.1f} h"
+  if hours >= 48:
+    return f"{hours / 24:.1f} days"
+  return f"{hours:.1f} h" if hours >= 1 else f"{hours * 60:.1f} min"
 
 
 def machine_warnings(facts, strategy, settings, steps_left=None):

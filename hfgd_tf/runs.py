@@ -73,15 +73,17 @@ def run_pretrain(settings):
   return {"backbone_weights": path}
 
 
-def run_train(settings):
+def run_train(settings, strategy=None):
   """Trains (resuming from the run's checkpoints), then evaluates/predicts/exports as asked.
-  With --pretrain_steps, a run that starts from scratch first pretrains its backbone."""
+  With --pretrain_steps, a run that starts from scratch first pretrains its backbone.
+  `strategy`: one the caller created (benchmarks/device_check.py); default: the flags'."""
   from hfgd_tf import train
   from hfgd_tf.checkpoints import latest_resume_point
   from hfgd_tf.distribution import create_strategy, is_chief, use_jit_compile
   from hfgd_tf.evaluation import PeriodicEval
-  strategy = create_strategy(settings.train.distribution, settings.train.tpu,
-                             settings.train.cluster_resolver, settings.train.slurm_port_base)
+  strategy = strategy or create_strategy(
+      settings.train.distribution, settings.train.tpu, settings.train.cluster_resolver,
+      settings.train.slurm_port_base)
   resume_point = latest_resume_point(settings.train.checkpoint_dir)  # looked up once per run
   _log_run_report(settings, strategy, steps_left=settings.train.train_steps - resume_point[1])
   _prepare_data(settings)
