@@ -28,7 +28,7 @@ from hfgd_tf.config import TrainConfig
 from hfgd_tf.flagfiles import expand_flagfiles
 from hfgd_tf.flops import model_complexity
 from hfgd_tf.modeling.model import build_model
-from hfgd_tf.precision import prepare
+from hfgd_tf.precision import prepare_numerics
 
 EXPERIMENTS = [f"experiments/pascal_context/{name}_r50_bs16-30k_pascal-context-59-513.cfg"
                for name in ("sfpn", "hfgd-os4", "hfgd-os2")]
@@ -61,7 +61,7 @@ def experiment_settings(flagfile, extra_flags=()):
   hfgd_flags.define_all_flags(values)
   values(expand_flagfiles(["device_check", f"--flagfile={flagfile}", "--backbone_weights=none",
                            *extra_flags]))
-  return hfgd_flags.run_config_from_flags(values, mode="benchmark")
+  return hfgd_flags.checked_settings_from_flags(values, mode="benchmark")
 
 
 def device_peak():
@@ -159,7 +159,7 @@ def format_results(device, peak_flops, matmul_flops, results):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  prepare(TrainConfig(mixed_precision=FLAGS.precision))
+  prepare_numerics(TrainConfig(mixed_precision=FLAGS.precision))
   device, peak_flops = device_peak()
   matmul_flops = measured_matmul_flops(FLAGS.matmul_size)
   results = []

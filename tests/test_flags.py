@@ -12,7 +12,7 @@ from absl import flags
 
 from hfgd_tf import config
 from hfgd_tf.flagfiles import expand_flagfiles
-from hfgd_tf.flags import define_all_flags, run_config_from_flags
+from hfgd_tf.flags import checked_settings_from_flags, define_all_flags
 from hfgd_tf.flags.definitions import CONFIGS, flag_fields, flag_name
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -23,7 +23,7 @@ def _settings(*arguments, mode=None):
   flag_values = flags.FlagValues()
   define_all_flags(flag_values)
   flag_values(expand_flagfiles(["main.py", *arguments]))
-  return run_config_from_flags(flag_values, mode or flag_values.mode)
+  return checked_settings_from_flags(flag_values, mode or flag_values.mode)
 
 
 # Every flag of the hand-written flags.py this package replaced, by absl type: none may disappear

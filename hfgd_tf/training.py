@@ -44,7 +44,7 @@ from hfgd_tf.modeling.losses import segmentation_losses
 from hfgd_tf.modeling.model import build_model
 from hfgd_tf.ops import denormalize_image
 from hfgd_tf.optimization import build_optimizer, current_learning_rate, l2_variables
-from hfgd_tf.precision import prepare
+from hfgd_tf.precision import prepare_numerics
 from hfgd_tf.preemption import PREEMPTED_EXIT_CODE, SignalWatch, TrainingPreempted
 
 
@@ -88,7 +88,7 @@ class Trainer:
 
   def __init__(self, model_config, train, strategy, palette=None, validation=None,
                ids_ignore_label=IGNORE_LABEL):
-    train = prepare(train, strategy)  # seeds, and the dtype policy before the model is built
+    train = prepare_numerics(train, strategy)  # seeds and dtype policy, before the model is built
     self.train_config = train
     self.ids_ignore_label = ids_ignore_label
     self.strategy = strategy
