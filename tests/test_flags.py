@@ -98,6 +98,17 @@ def test_every_config_field_is_a_flag_or_filled_otherwise():
   assert jit_compile[config.EvalConfig].default == jit_compile[config.TrainConfig].default
 
 
+def test_the_flags_not_named_as_their_field_are_those_config_py_names():
+  renamed = {f"{config_class.__name__}.{field.name}": flag_name(field)
+             for config_class in CONFIGS for field in flag_fields(config_class)
+             if flag_name(field) != field.name}
+  assert renamed == {"AugmentConfig.flip": "random_flip",
+                     "EvalConfig.batch_size": "eval_batch_size",
+                     "EvalConfig.max_examples": "max_eval_examples"}
+  documented = " ".join(config.__doc__.split())
+  assert all(f"{field} is --{name}" in documented for field, name in renamed.items())
+
+
 def test_encoder_and_decoder_values_are_the_registered_ones():
   # pylint: disable=import-outside-toplevel
   from hfgd_tf.modeling.decoders import decoder_names

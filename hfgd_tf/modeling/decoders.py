@@ -1,5 +1,6 @@
-"""The upsampling decoders by name (SFPN, U-SFPN): the one source of `--decoder`'s values, with
-"none" (classify at the encoder's stride) beside them."""
+"""The upsampling decoders (SFPN, U-SFPN) by the `--decoder` value that picks each, with "none"
+(classify at the encoder's stride) beside them. config.DECODERS lists the values, so the flags
+need no TensorFlow; tests/test_flags.py keeps the two equal."""
 
 from hfgd_tf.modeling.layers.common import norm_kwargs
 from hfgd_tf.modeling.usfpn import SemanticFPN
