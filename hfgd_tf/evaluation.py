@@ -59,9 +59,6 @@ class ConfusionMatrix(tf.Module):
         tf.cast(valid, tf.int32), index, self.num_classes ** 2)  # int32: one batch cannot overflow
     self.matrix.assign_add(tf.reshape(tf.cast(counts, tf.int64), [self.num_classes] * 2))
 
-  def reset(self):
-    self.matrix.assign(tf.zeros_like(self.matrix))
-
   def result(self):
     """The summed matrix, numpy int64 [K, K] (rows: ground truth, columns: prediction)."""
     return self.matrix.read_value().numpy()

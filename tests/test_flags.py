@@ -111,10 +111,10 @@ def test_the_flags_not_named_as_their_field_are_those_config_py_names():
 
 def test_encoder_and_decoder_values_are_the_registered_ones():
   # pylint: disable=import-outside-toplevel
-  from hfgd_tf.modeling.decoders import decoder_names
+  from hfgd_tf.modeling.decoders import DECODERS, NO_DECODER
   from hfgd_tf.modeling.encoders import ENCODERS
   assert config.ENCODERS == tuple(ENCODERS.names())
-  assert config.DECODERS == decoder_names()
+  assert config.DECODERS == (NO_DECODER, *DECODERS.names())
 
 
 def test_there_are_flagfiles():

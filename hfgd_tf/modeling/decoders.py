@@ -25,11 +25,6 @@ DECODERS.register("sfpn")(_semantic_fpn(1))
 DECODERS.register("usfpn")(_semantic_fpn(3))
 
 
-def decoder_names():
-  """Every `--decoder` value: none, then the registered decoders."""
-  return (NO_DECODER,) + tuple(DECODERS.names())
-
-
 def build_decoder(config, top_channels, name="decoder"):
   """The configured decoder for a top (encoder output) of `top_channels`; None for "none"."""
   if config.decoder == NO_DECODER:
