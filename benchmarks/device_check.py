@@ -32,7 +32,6 @@ import tempfile
 import time
 
 import numpy as np
-
 import tensorflow as tf
 from absl import app, flags, logging
 
@@ -44,7 +43,7 @@ from hfgd_tf.distribution import create_strategy, use_jit_compile
 from hfgd_tf.flagfiles import expand_flagfiles
 from hfgd_tf.flops import model_complexity
 from hfgd_tf.modeling.model import build_model
-from hfgd_tf.precision import prepare
+from hfgd_tf.precision import prepare_numerics
 
 EXPERIMENTS = [f"experiments/pascal_context/{name}_r50_bs16-30k_pascal-context-59-513.cfg"
                for name in ("sfpn", "hfgd-os4", "hfgd-os2")]
@@ -95,7 +94,7 @@ def experiment_settings(flagfile, extra_flags=()):
   hfgd_flags.define_all_flags(values)
   values(expand_flagfiles(["device_check", f"--flagfile={flagfile}", "--backbone_weights=none",
                            *extra_flags]))
-  return hfgd_flags.run_config_from_flags(values, mode="benchmark")
+  return hfgd_flags.checked_settings_from_flags(values, mode="benchmark")
 
 
 def device_peak():
@@ -224,7 +223,7 @@ def replica_check(precision):
       f"--train_steps={FLAGS.replica_steps}", f"--eval_every={FLAGS.replica_steps}",
       "--eval_after_train=false", "--predict_after_train=false", "--export_after_train=false",
       f"--data_dir={folder}/data", f"--model_dir={folder}/run"]))
-  settings = hfgd_flags.run_config_from_flags(values, mode="train")
+  settings = hfgd_flags.checked_settings_from_flags(values, mode="train")
   strategy = create_strategy(settings.train.distribution)
   start = time.perf_counter()
   results = runs.run_train(settings, strategy=strategy)
@@ -299,7 +298,7 @@ def main(argv):
   if replicas:
     logging.info("Two-replica checks:\n%s", format_replica_checks(replicas))
     _write_json(dict(replica_checks=replicas))  # kept if the timing below runs out of time
-  prepare(TrainConfig(mixed_precision=FLAGS.precision))
+  prepare_numerics(TrainConfig(mixed_precision=FLAGS.precision))
   device, peak_flops = device_peak()
   matmul_flops = measured_matmul_flops(FLAGS.matmul_size)
   results = []

@@ -36,11 +36,11 @@ import keras
 
 from datasets import builtin, records
 from hfgd_tf import evaluation, runs, visualize
-from hfgd_tf import train as train_lib
+from hfgd_tf import training
 from hfgd_tf.atomic_files import write_json
 from hfgd_tf.data import pipeline
 from hfgd_tf.flagfiles import expand_flagfiles
-from hfgd_tf.flags import define_all_flags, run_config_from_flags
+from hfgd_tf.flags import checked_settings_from_flags, define_all_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_FLAGFILE = os.path.join(ROOT, "experiments", "builtin", "demo.cfg")
@@ -115,7 +115,7 @@ def demo_settings(*overrides):
   flag_values = flags.FlagValues()
   define_all_flags(flag_values)
   flag_values(expand_flagfiles(["hfgd_vs_sfpn", f"--flagfile={DEMO_FLAGFILE}", *overrides]))
-  return run_config_from_flags(flag_values, "train")
+  return checked_settings_from_flags(flag_values, "train")
 
 
 def train_and_evaluate(settings, model_name, seed, run_dir):
@@ -129,8 +129,8 @@ def train_and_evaluate(settings, model_name, seed, run_dir):
       records.split_files(train_config.data_dir, train_config.eval_split),
       settings.eval.batch_size, settings.eval.eval_height, settings.eval.eval_width)
   recorder = _Recorder(eval_data, model_config.num_classes)
-  trainer = train_lib.Trainer(model_config, train_config,
-                              tf.distribute.OneDeviceStrategy("/cpu:0"), validation=recorder)
+  trainer = training.Trainer(model_config, train_config,
+                             tf.distribute.OneDeviceStrategy("/cpu:0"), validation=recorder)
   start = time.time()
   trainer.train()
   seconds = time.time() - start

@@ -33,8 +33,8 @@ from hfgd_tf.distribution import use_jit_compile
 from hfgd_tf.flops import model_complexity
 from hfgd_tf.modeling.model import build_model
 from hfgd_tf.optimization import build_optimizer, l2_variables
-from hfgd_tf.precision import prepare
-from hfgd_tf.train import replica_step
+from hfgd_tf.precision import prepare_numerics
+from hfgd_tf.training import replica_step
 
 MATMUL_SIZE = 2048  # square matmul of the peak: large enough to saturate, small enough to be quick
 
@@ -148,7 +148,7 @@ def interleaved_times(subjects, steps, rounds):
 def peak_memory(model_config, train_config, batch_size, eval_size, jit_compile):
   """(MiB, kind) after two train and two inference steps of one model; run in its own process."""
   model_config = ModelConfig.from_dict(model_config)
-  train_config = prepare(train_config)  # a fresh process: the policy again
+  train_config = prepare_numerics(train_config)  # a fresh process: the policy again
   subject = build_subject("memory", model_config, train_config, batch_size, eval_size,
                           jit_compile)
   for step in (subject.train, subject.train, subject.infer, subject.infer):
@@ -160,7 +160,7 @@ def peak_memory(model_config, train_config, batch_size, eval_size, jit_compile):
 
 def run_benchmark(settings, steps=3, rounds=7, batch_size=2, memory=True):
   """Times the configured model and its SFPN baseline interleaved; logs and returns the report."""
-  train_config = prepare(settings.train)
+  train_config = prepare_numerics(settings.train)
   eval_size = (settings.eval.eval_height, settings.eval.eval_width)
   crop = (train_config.augment.crop_height, train_config.augment.crop_width)
   jit_compile = use_jit_compile(train_config.jit_compile)

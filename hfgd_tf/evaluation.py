@@ -59,9 +59,6 @@ class ConfusionMatrix(tf.Module):
         tf.cast(valid, tf.int32), index, self.num_classes ** 2)  # int32: one batch cannot overflow
     self.matrix.assign_add(tf.reshape(tf.cast(counts, tf.int64), [self.num_classes] * 2))
 
-  def reset(self):
-    self.matrix.assign(tf.zeros_like(self.matrix))
-
   def result(self):
     """The summed matrix, numpy int64 [K, K] (rows: ground truth, columns: prediction)."""
     return self.matrix.read_value().numpy()
@@ -187,7 +184,7 @@ def write_results_json(results: EvalResults, class_names: Sequence[str], path, e
 class PeriodicEval:
   """Evaluation during training: single-scale mIoU on the eval split (`evaluate`), and a few
   predictions for TensorBoard, both on the devices of `strategy` (the training strategy, whose
-  scope built the model; None: the default strategy). `ids_ignore_label` as in `train.Trainer`."""
+  scope built the model; None: the default strategy). `ids_ignore_label` as in `training.Trainer`."""
 
   def __init__(self, file_pattern, num_classes, eval_height, eval_width, batch_size,
                max_examples=None, ignore_label=IGNORE_LABEL, ids_ignore_label=IGNORE_LABEL,

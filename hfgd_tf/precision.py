@@ -1,8 +1,10 @@
 """The numerics a run fixes before it builds a model: the global Keras dtype policy and the seeds.
 
-Every mode (train, pretrain, eval, predict, export, benchmark, flops) and the benchmarks go through
-`prepare`, so a recipe's --mixed_precision=auto means the same compute dtype in all of them (a model
-is evaluated, exported and timed as it was trained), and nothing else sets the policy.
+Every mode (train, pretrain, eval, predict, export, benchmark, flops; the trainer for train, and so
+benchmarks/hfgd_vs_sfpn.py) goes through `prepare_numerics`, so a recipe's --mixed_precision=auto
+means the same compute dtype in all of them (a model is evaluated, exported and timed as it was
+trained), and nothing else sets the policy. benchmarks/device_check.py calls it too, but with its
+own --precision (bfloat16 by default) for every recipe it times.
 """
 
 import dataclasses
@@ -53,7 +55,7 @@ def set_seeds(seed, deterministic):
     tf.config.experimental.enable_op_determinism()
 
 
-def prepare(train, strategy=None):
+def prepare_numerics(train, strategy=None):
   """Seeds (`train.seed`, `train.deterministic`) and sets the global dtype policy of
   `train.mixed_precision`, auto resolved for `strategy` and this machine's devices.
 

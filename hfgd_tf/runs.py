@@ -52,14 +52,14 @@ def _model(settings, model, strategy=None):
     return model
   from hfgd_tf import precision
   from hfgd_tf.checkpoints import restore_model
-  precision.prepare(settings.train, strategy)  # compute as in training, e.g. the bf16 demo, TPUs
+  precision.prepare_numerics(settings.train, strategy)  # compute as in training, e.g. the bf16 demo, TPUs
   return restore_model(settings.model, settings.train.checkpoint_dir)
 
 
 def _pretrain(settings, strategy=None):
   """Pretrains the backbone (hfgd_tf/pretrain.py) in the run's precision; returns the weights."""
   from hfgd_tf import precision, pretrain
-  precision.prepare(settings.train, strategy)
+  precision.prepare_numerics(settings.train, strategy)
   return pretrain.ensure_pretrained_backbone(
       pretrain.weights_path(settings.train.model_dir, settings.model.backbone),
       settings.model.backbone, settings.train.pretrain_steps)
@@ -77,7 +77,7 @@ def run_train(settings, strategy=None):
   """Trains (resuming from the run's checkpoints), then evaluates/predicts/exports as asked.
   With --pretrain_steps, a run that starts from scratch first pretrains its backbone.
   `strategy`: one the caller created (benchmarks/device_check.py); default: the flags'."""
-  from hfgd_tf import train
+  from hfgd_tf import training
   from hfgd_tf.checkpoints import latest_resume_point
   from hfgd_tf.distribution import create_strategy, is_chief, use_jit_compile
   from hfgd_tf.evaluation import PeriodicEval
@@ -97,9 +97,9 @@ def run_train(settings, strategy=None):
                             ids_ignore_label=ids_ignore_label,
                             jit_compile=use_jit_compile(settings.eval.jit_compile, strategy),
                             strategy=strategy)
-  trainer = train.Trainer(settings.model, settings.train, strategy,
-                          palette=settings.dataset_info.palette, validation=validation,
-                          ids_ignore_label=ids_ignore_label, resume_point=resume_point)
+  trainer = training.Trainer(settings.model, settings.train, strategy,
+                             palette=settings.dataset_info.palette, validation=validation,
+                             ids_ignore_label=ids_ignore_label, resume_point=resume_point)
   results = trainer.train()
   logging.info("Training done at step %d; checkpoints in %s, TensorBoard logs in %s.",
                results["step"], settings.train.checkpoint_dir, settings.train.tensorboard_dir)
@@ -224,7 +224,7 @@ def run_flops(settings):
   from hfgd_tf import precision
   from hfgd_tf.flops import format_backbone_complexity, format_complexity, model_complexity
   from hfgd_tf.modeling.model import build_model
-  precision.prepare(settings.train)
+  precision.prepare_numerics(settings.train)
   height, width = settings.flops_size
   if settings.flops_backbones:
     logging.info("\n%s", format_backbone_complexity(settings.flops_backbones, height))

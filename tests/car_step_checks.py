@@ -23,7 +23,7 @@ if __name__ == "__main__":
 from absl import flags  # noqa: E402
 
 from hfgd_tf import flags as hfgd_flags  # noqa: E402
-from hfgd_tf import train as train_lib  # noqa: E402
+from hfgd_tf import training  # noqa: E402
 from hfgd_tf.flagfiles import expand_flagfiles  # noqa: E402
 from hfgd_tf.modeling.losses import segmentation_losses  # noqa: E402
 
@@ -45,7 +45,7 @@ def _batch():
   return batch["images"], batch["labels"].astype(np.int32)
 
 
-class BatchTrainer(train_lib.Trainer):
+class BatchTrainer(training.Trainer):
   """The project's Trainer with its input pipeline replaced by the reference batch, split over the
   replicas in order (replica r gets image r at two replicas, as the original's did)."""
 

@@ -28,7 +28,7 @@ if sys.argv[2] == "mirrored":
 from absl import logging  # noqa: E402
 
 from hfgd_tf import evaluation  # noqa: E402
-from hfgd_tf import train as train_lib  # noqa: E402
+from hfgd_tf import training  # noqa: E402
 from hfgd_tf.data import pipeline  # noqa: E402
 from hfgd_tf.precision import set_seeds  # noqa: E402
 from hfgd_tf.distribution import create_strategy  # noqa: E402
@@ -65,7 +65,7 @@ def train(strategy_name, data_dir, work_dir):
       data_dir, work / "checkpoints", train_steps=TRAIN_STEPS, steps_per_loop=STEPS_PER_LOOP,
       log_every=STEPS_PER_LOOP, checkpoint_every=100, deterministic=deterministic,
       batch_size=2 * strategy.num_replicas_in_sync, seed=5)
-  trainer = train_lib.Trainer(tiny_model(), config, strategy)
+  trainer = training.Trainer(tiny_model(), config, strategy)
   results = trainer.train()
   np.savez(work / f"weights-{_task_id(strategy)}.npz",
            *[variable.numpy() for variable in trainer.model.weights])

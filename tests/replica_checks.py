@@ -23,7 +23,7 @@ tf.config.set_logical_device_configuration(
 import keras  # noqa: E402
 
 from hfgd_tf import distribution  # noqa: E402
-from hfgd_tf import train as train_lib  # noqa: E402
+from hfgd_tf import training  # noqa: E402
 from hfgd_tf.config import AugmentConfig, ModelConfig, TrainConfig  # noqa: E402
 from hfgd_tf.evaluation import PeriodicEval  # noqa: E402
 from hfgd_tf.modeling.layers.common import DropPath  # noqa: E402
@@ -48,7 +48,7 @@ def _config(data_dir, work_dir, name, **overrides):
 
 def jit_on_is_refused(strategy, data_dir, work_dir):
   """--jit_compile=on with two local replicas: the trainer's error (a FlagError), before a step."""
-  trainer = train_lib.Trainer(MODEL, _config(data_dir, work_dir, "jit_on", jit_compile="on"),
+  trainer = training.Trainer(MODEL, _config(data_dir, work_dir, "jit_on", jit_compile="on"),
                               strategy)
   trainer._train_step(trainer.iterator)
   return {"trained": True}
@@ -58,12 +58,12 @@ def jit_auto_is_off(strategy, data_dir, work_dir):
   """--jit_compile=auto where auto means on (a GPU box): the train step of two local replicas is
   not compiled, and it trains."""
   gpu_box = lambda jit_compile="auto", strategy=None: jit_compile != "off"
-  patched = {module: module.use_jit_compile for module in (distribution, train_lib)
+  patched = {module: module.use_jit_compile for module in (distribution, training)
              if hasattr(module, "use_jit_compile")}
   try:
     for module in patched:
       module.use_jit_compile = gpu_box
-    trainer = train_lib.Trainer(MODEL, _config(data_dir, work_dir, "jit_auto"), strategy)
+    trainer = training.Trainer(MODEL, _config(data_dir, work_dir, "jit_auto"), strategy)
     loss, _ = trainer._train_step(trainer.iterator)
   finally:
     for module, function in patched.items():
@@ -74,22 +74,22 @@ def jit_auto_is_off(strategy, data_dir, work_dir):
 def float16_overflow_on_replica_1(strategy, data_dir, work_dir):
   """One float16 step whose gradients overflow on replica 1 only (its loss x 1e5: finite forward,
   inf backward at scale 32768): weights before/after and the loss scale after."""
-  losses = train_lib.segmentation_losses
+  losses = training.segmentation_losses
 
   def overflowing_on_replica_1(outputs, labels, model_config):
     total, terms = losses(outputs, labels, model_config)
     replica = tf.distribute.get_replica_context().replica_id_in_sync_group
     factor = tf.where(tf.equal(replica, 1), 1e5, 1.0)
     return total * factor, terms
-  train_lib.segmentation_losses = overflowing_on_replica_1
+  training.segmentation_losses = overflowing_on_replica_1
   try:
-    trainer = train_lib.Trainer(
+    trainer = training.Trainer(
         MODEL, _config(data_dir, work_dir, "float16", mixed_precision="float16",
                        jit_compile="off"), strategy)
     before = [variable.numpy() for variable in trainer.model.weights]
     trainer._train_step(trainer.iterator)
   finally:
-    train_lib.segmentation_losses = losses
+    training.segmentation_losses = losses
   after = [variable.numpy() for variable in trainer.model.weights]
   trainable = {id(variable) for variable in trainer.model.trainable_weights}
   return {

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from hfgd_tf.modeling.backbones import BACKBONES, backbone_names, build_backbone
+from hfgd_tf.modeling.backbones import BACKBONES, build_backbone
 from hfgd_tf.flops import PUBLISHED_BACKBONES, backbone_complexity
 
 TINY_CHANNELS = {
@@ -31,8 +31,10 @@ def _expected(channels, height, width, output_stride=32):
           for s, c in channels.items()}
 
 
-def test_registry_lists_every_builder():
-  names = set(backbone_names())
+def test_an_unknown_backbone_lists_every_builder():
+  with pytest.raises(ValueError, match="^unknown backbone 'resnet5'; choose one of ") as error:
+    build_backbone("resnet5")
+  names = set(str(error.value).split("choose one of ")[1].split(", "))
   for expected in ("resnet50", "resnet101", "keras_resnet50", "keras_resnet101", "convnext_tiny",
                    "convnext_small", "convnext_base", "convnext_large", "convnext_xlarge",
                    "convnext_v2_atto", "convnext_v2_femto", "convnext_v2_pico", "convnext_v2_nano",

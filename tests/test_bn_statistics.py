@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from datasets.builtin import ensure_builtin_dataset
 from hfgd_tf import bn_statistics
-from hfgd_tf import train as train_lib
+from hfgd_tf import training
 from hfgd_tf.checkpoints import restore_model_weights
 from hfgd_tf.config import FlagError, TrainConfig
 from hfgd_tf.modeling.model import build_model
@@ -87,7 +87,7 @@ def data_dir(tmp_path_factory):
 def _train(data_dir, tmp_path, **overrides):
   config = tiny_train_config(data_dir, tmp_path, train_steps=3, learning_rate=1e-3,
                              shuffle_buffer=8, **overrides)
-  trainer = train_lib.Trainer(TINY_MODEL, config, tf.distribute.OneDeviceStrategy("/cpu:0"))
+  trainer = training.Trainer(TINY_MODEL, config, tf.distribute.OneDeviceStrategy("/cpu:0"))
   trainer.train()
   return trainer
 
@@ -117,4 +117,4 @@ def test_recalibration_needs_one_replica(data_dir, tmp_path):
   with pytest.raises(FlagError, match="--bn_recalibration_batches: needs one replica, not 2"):
     config = TrainConfig(data_dir=data_dir, checkpoint_dir=str(tmp_path), batch_size=2,
                          bn_recalibration_batches=1)
-    train_lib.Trainer(TINY_MODEL, config, TwoReplicas("/cpu:0"))
+    training.Trainer(TINY_MODEL, config, TwoReplicas("/cpu:0"))

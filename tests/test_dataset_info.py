@@ -12,7 +12,7 @@ from absl import flags
 import datasets
 from datasets import records
 from hfgd_tf.flagfiles import expand_flagfiles
-from hfgd_tf.flags import define_all_flags, run_config_from_flags
+from hfgd_tf.flags import checked_settings_from_flags, define_all_flags
 from hfgd_tf.config import FlagError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -38,7 +38,7 @@ def _settings(*arguments, mode="train"):
   flag_values = flags.FlagValues()
   define_all_flags(flag_values)
   flag_values(expand_flagfiles(["main.py", *arguments]))
-  return run_config_from_flags(flag_values, mode)
+  return checked_settings_from_flags(flag_values, mode)
 
 
 def test_a_folder_of_the_requested_dataset_passes(tmp_path):

@@ -17,7 +17,7 @@ from absl import flags
 from datasets.builtin import ensure_builtin_dataset
 from hfgd_tf.config import FlagError
 from hfgd_tf.distribution import create_strategy, is_chief, slurm_cluster_resolver, worker_dir
-from hfgd_tf.flags import define_all_flags, run_config_from_flags
+from hfgd_tf.flags import checked_settings_from_flags, define_all_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHECKS = os.path.join(ROOT, "tests", "train_checks.py")
@@ -150,7 +150,7 @@ def test_cluster_resolver_flags_are_checked_before_anything_starts(monkeypatch, 
   define_all_flags(flag_values)
   flag_values(["main.py", "--dataset=builtin", "--mode=export", *arguments])
   with pytest.raises(FlagError, match=error):
-    run_config_from_flags(flag_values, mode="export")
+    checked_settings_from_flags(flag_values, mode="export")
 
 
 class _PodHost(tf.distribute.TPUStrategy):

@@ -1,7 +1,7 @@
 """Every experiment flagfile in every mode, as a user runs them, at toy size.
 
 Each experiment under experiments/ runs in-process through main.py's path (flags on a fresh
-FlagValues, flagfiles expanded, run_config_from_flags, runs.run) in a user's order: train
+FlagValues, flagfiles expanded, checked_settings_from_flags, runs.run) in a user's order: train
 (`--flagfile=<experiment>` alone), then eval single-scale, eval with common/eval_mf.cfg, eval with
 the sliding window where the dataset's recipe names one, predict, export, flops and benchmark, each
 restoring the checkpoint training just wrote. Only sizes are overridden: a tiny backbone of the
@@ -29,7 +29,7 @@ from absl import flags
 
 from hfgd_tf import runs
 from hfgd_tf.flagfiles import expand_flagfiles
-from hfgd_tf.flags import define_all_flags, run_config_from_flags
+from hfgd_tf.flags import checked_settings_from_flags, define_all_flags
 from tests import experiment_data, tiny_backbones
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -82,13 +82,13 @@ def _flag_values(arguments):
 def _settings(arguments):
   """What `python3 main.py ARGUMENTS` would run."""
   flag_values = _flag_values(arguments)
-  return run_config_from_flags(flag_values, flag_values.mode)
+  return checked_settings_from_flags(flag_values, flag_values.mode)
 
 
 def _model_arguments(experiment):
   """The experiment's flagfile with the size overrides, its backbone the same family's tiny one."""
   flagfile = f"--flagfile={os.path.join(EXPERIMENTS, experiment)}"
-  recipe = run_config_from_flags(_flag_values([flagfile]), "flops")
+  recipe = checked_settings_from_flags(_flag_values([flagfile]), "flops")
   arguments = [flagfile, *OVERRIDES, f"--backbone={TINY_BACKBONES[recipe.model.backbone]}"]
   if recipe.train.warmup_steps >= 2:
     arguments.append("--warmup_steps=1")
@@ -102,7 +102,7 @@ def _matrix():
   tiny_backbones.register()
   pairs = []
   for experiment in _experiments():
-    settings = run_config_from_flags(_flag_values(_model_arguments(experiment)), "flops")
+    settings = checked_settings_from_flags(_flag_values(_model_arguments(experiment)), "flops")
     windowed = TINY_DATA[settings.train.dataset][3] is not None
     for mode in MODES:
       if mode != "eval_window" or windowed:
@@ -141,7 +141,7 @@ def _data_arguments(dataset, root):
 def _arguments(experiment, mode, workspace):
   """`python3 main.py` arguments of `mode` of the experiment, sizes overridden."""
   arguments = _model_arguments(experiment)
-  dataset = run_config_from_flags(_flag_values(arguments), "flops").train.dataset
+  dataset = checked_settings_from_flags(_flag_values(arguments), "flops").train.dataset
   arguments += _data_arguments(dataset, workspace["root"])
   arguments.append(f"--model_dir={os.path.join(workspace['root'], 'runs', experiment)}")
   if mode == "predict":

@@ -12,7 +12,7 @@ from absl import flags
 
 from hfgd_tf import config
 from hfgd_tf.flagfiles import expand_flagfiles
-from hfgd_tf.flags import define_all_flags, run_config_from_flags
+from hfgd_tf.flags import checked_settings_from_flags, define_all_flags
 from hfgd_tf.flags.definitions import CONFIGS, flag_fields, flag_name
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -23,7 +23,7 @@ def _settings(*arguments, mode=None):
   flag_values = flags.FlagValues()
   define_all_flags(flag_values)
   flag_values(expand_flagfiles(["main.py", *arguments]))
-  return run_config_from_flags(flag_values, mode or flag_values.mode)
+  return checked_settings_from_flags(flag_values, mode or flag_values.mode)
 
 
 # Every flag of the hand-written flags.py this package replaced, by absl type: none may disappear
@@ -99,12 +99,23 @@ def test_every_config_field_is_a_flag_or_filled_otherwise():
   assert jit_compile[config.EvalConfig].default == jit_compile[config.TrainConfig].default
 
 
+def test_the_flags_not_named_as_their_field_are_those_config_py_names():
+  renamed = {f"{config_class.__name__}.{field.name}": flag_name(field)
+             for config_class in CONFIGS for field in flag_fields(config_class)
+             if flag_name(field) != field.name}
+  assert renamed == {"AugmentConfig.flip": "random_flip",
+                     "EvalConfig.batch_size": "eval_batch_size",
+                     "EvalConfig.max_examples": "max_eval_examples"}
+  documented = " ".join(config.__doc__.split())
+  assert all(f"{field} is --{name}" in documented for field, name in renamed.items())
+
+
 def test_encoder_and_decoder_values_are_the_registered_ones():
   # pylint: disable=import-outside-toplevel
-  from hfgd_tf.modeling.decoders import decoder_names
+  from hfgd_tf.modeling.decoders import DECODERS, NO_DECODER
   from hfgd_tf.modeling.encoders import ENCODERS
   assert config.ENCODERS == tuple(ENCODERS.names())
-  assert config.DECODERS == decoder_names()
+  assert config.DECODERS == (NO_DECODER, *DECODERS.names())
 
 
 def test_there_are_flagfiles():

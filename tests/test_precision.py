@@ -14,7 +14,7 @@ from absl import flags
 from hfgd_tf import precision, runs
 from hfgd_tf.config import TrainConfig
 from hfgd_tf.flagfiles import expand_flagfiles
-from hfgd_tf.flags import define_all_flags, run_config_from_flags
+from hfgd_tf.flags import checked_settings_from_flags, define_all_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAPER_FLAGFILE = os.path.join(
@@ -40,20 +40,20 @@ def test_auto_precision_fits_the_device(monkeypatch, devices, capability, expect
 @pytest.mark.parametrize("mixed_precision, capability, policy", [
     ("auto", (7, 5), "mixed_float16"), ("auto", (8, 0), "mixed_bfloat16"),
     ("none", (8, 0), "float32"), ("float16", (8, 0), "mixed_float16")])
-def test_prepare_sets_the_resolved_policy_and_returns_the_resolved_config(
+def test_prepare_numerics_sets_the_resolved_policy_and_returns_the_resolved_config(
     monkeypatch, mixed_precision, capability, policy):
   _fake_gpus(monkeypatch, ["GPU"], capability)
-  train = precision.prepare(TrainConfig(mixed_precision=mixed_precision, seed=5))
+  train = precision.prepare_numerics(TrainConfig(mixed_precision=mixed_precision, seed=5))
   assert keras.mixed_precision.global_policy().name == policy
   assert precision.POLICIES[train.mixed_precision] == policy  # the optimizer reads it (scaling)
 
 
-def test_prepare_seeds_from_the_config():
-  precision.prepare(TrainConfig(seed=5))
+def test_prepare_numerics_seeds_from_the_config():
+  precision.prepare_numerics(TrainConfig(seed=5))
   first = np.random.rand(3), keras.random.uniform([3], seed=None).numpy()
-  precision.prepare(TrainConfig(seed=5))
+  precision.prepare_numerics(TrainConfig(seed=5))
   second = np.random.rand(3), keras.random.uniform([3], seed=None).numpy()
-  precision.prepare(TrainConfig(seed=6))
+  precision.prepare_numerics(TrainConfig(seed=6))
   assert np.array_equal(first[0], second[0]) and np.array_equal(first[1], second[1])
   assert not np.array_equal(first[0], np.random.rand(3))
 
@@ -70,7 +70,7 @@ def _paper_settings(mode):
   flag_values = flags.FlagValues()
   define_all_flags(flag_values)
   flag_values(expand_flagfiles(["main.py", f"--flagfile={PAPER_FLAGFILE}", "--mode=flops"]))
-  settings = run_config_from_flags(flag_values, "flops")  # needs no data folder
+  settings = checked_settings_from_flags(flag_values, "flops")  # needs no data folder
   assert settings.train.mixed_precision == "auto"  # the recipe's
   return dataclasses.replace(settings, mode=mode, predict_input="unused/*.png")
 
@@ -85,7 +85,7 @@ def _paper_settings(mode):
 def test_every_mode_builds_a_paper_recipe_in_the_resolved_policy(monkeypatch, mode, builder):
   # On a GPU of compute capability 8.0 the recipes' auto means bfloat16 in every mode, so a model
   # trained in bfloat16 is evaluated, exported and timed in it (not a KeyError: 'auto'). Training
-  # goes through the Trainer's own prepare (test_prepare_... and tests/test_train.py).
+  # goes through the Trainer's own prepare_numerics (test_prepare_numerics_*, tests/test_train.py).
   _fake_gpus(monkeypatch, ["GPU"], (8, 0))
   monkeypatch.setattr(builder, _record_policy)
   with pytest.raises(_Built, match="^mixed_bfloat16$"):

@@ -17,7 +17,7 @@ import pytest
 import tensorflow as tf
 
 from datasets.builtin import ensure_builtin_dataset
-from hfgd_tf import train as train_lib
+from hfgd_tf import training
 from hfgd_tf.checkpoints import latest_resume_point
 from hfgd_tf.preemption import PREEMPTED_EXIT_CODE, SignalWatch, TrainingPreempted
 from tests.tiny_runs import TINY_MODEL, tiny_train_config
@@ -36,7 +36,7 @@ def data_dir(tmp_path_factory):
 
 
 def _trainer(config):
-  return train_lib.Trainer(TINY_MODEL, config, tf.distribute.OneDeviceStrategy("/cpu:0"))
+  return training.Trainer(TINY_MODEL, config, tf.distribute.OneDeviceStrategy("/cpu:0"))
 
 
 def _weights(model):

@@ -10,7 +10,7 @@ from absl import flags
 
 from datasets import builtin
 from hfgd_tf import pretrain, runs
-from hfgd_tf.flags import define_all_flags, run_config_from_flags
+from hfgd_tf.flags import checked_settings_from_flags, define_all_flags
 from hfgd_tf.modeling.backbones import build_backbone
 from hfgd_tf.modeling.backbones.weights import load_backbone_weights
 
@@ -62,7 +62,7 @@ def test_mode_pretrain_writes_weights_that_backbone_weights_loads(tmp_path):
   define_all_flags(flag_values)
   flag_values(["main.py", "--mode=pretrain", "--pretrain_steps=2", "--backbone=resnet_test",
                "--mixed_precision=none", f"--model_dir={tmp_path}"])
-  result = runs.run(run_config_from_flags(flag_values, "pretrain"))
+  result = runs.run(checked_settings_from_flags(flag_values, "pretrain"))
   assert result["backbone_weights"] == pretrain.weights_path(str(tmp_path), "resnet_test")
   assert os.path.isfile(result["backbone_weights"])
   with open(result["backbone_weights"] + ".json") as f:

@@ -16,7 +16,7 @@ import tensorflow as tf
 from datasets.builtin import ensure_builtin_dataset
 from hfgd_tf.config import FlagError, TrainConfig
 from hfgd_tf.modeling.backbones import build_backbone, iseg_release, pretrained
-from hfgd_tf.train import Trainer
+from hfgd_tf.training import Trainer
 from tests import tiny_runs
 from tests.test_flags import FLAGFILES, ROOT, _settings
 

@@ -19,7 +19,7 @@ from datasets import builtin, cityscapes, convert, dataset_info, records, verify
 from hfgd_tf import atomic_files, checkpoints, pretrain, runs, visualize
 from hfgd_tf.flagfiles import expand_flagfiles
 from hfgd_tf.config import FlagError
-from hfgd_tf.flags import define_all_flags, run_config_from_flags
+from hfgd_tf.flags import checked_settings_from_flags, define_all_flags
 
 gfile = tf.io.gfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,7 +48,7 @@ def _settings(*arguments, mode):
   flag_values = flags.FlagValues()
   define_all_flags(flag_values)
   flag_values(["main.py", *arguments])
-  return run_config_from_flags(flag_values, mode)
+  return checked_settings_from_flags(flag_values, mode)
 
 
 def _files(folder):

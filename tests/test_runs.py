@@ -6,8 +6,8 @@ import os
 
 from absl import flags
 
-from hfgd_tf import distribution, runs, train
-from hfgd_tf.flags import define_all_flags, run_config_from_flags
+from hfgd_tf import distribution, runs, training
+from hfgd_tf.flags import checked_settings_from_flags, define_all_flags
 
 TINY = ["--dataset=builtin", "--backbone=resnet_test", "--encoder_filters=16",
         "--cae_car_filters=16", "--decoder_filters=16", "--builtin_num_train=4",
@@ -21,7 +21,7 @@ def _settings(tmp_path, *arguments, mode="train"):
   define_all_flags(flag_values)
   flag_values(["main.py", *TINY, f"--data_dir={tmp_path / 'data'}",
                f"--model_dir={tmp_path / 'run'}", *arguments])
-  return run_config_from_flags(flag_values, mode)
+  return checked_settings_from_flags(flag_values, mode)
 
 
 def test_a_worker_other_than_the_chief_writes_no_results_predictions_or_export(tmp_path,
@@ -30,7 +30,7 @@ def test_a_worker_other_than_the_chief_writes_no_results_predictions_or_export(t
   # What runs.py asks; the trainer keeps its own (imported above) answer and its checkpoint folder,
   # which this test is not about.
   monkeypatch.setattr(distribution, "is_chief", lambda strategy: False)
-  monkeypatch.setattr(train, "worker_dir", lambda strategy, directory: directory)
+  monkeypatch.setattr(training, "worker_dir", lambda strategy, directory: directory)
   settings = _settings(tmp_path, "--predict_after_train", "--export_after_train")
   assert runs.run(settings)["step"] == 1
   written = {name: os.path.exists(path) for name, path in (

@@ -22,10 +22,10 @@ from PIL import Image
 
 from datasets import cityscapes, tfds_adapters
 from hfgd_tf import evaluation
-from hfgd_tf import train as train_lib
+from hfgd_tf import training
 from hfgd_tf.config import AugmentConfig, FlagError, ModelConfig, TrainConfig
 from hfgd_tf.data import pipeline
-from hfgd_tf.flags import define_all_flags, run_config_from_flags
+from hfgd_tf.flags import checked_settings_from_flags, define_all_flags
 from tests.experiment_data import write_pet_shards
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -185,8 +185,8 @@ def test_a_training_step_and_an_eval_pass_through_each_adapter(tmp_path, name, e
     validation = evaluation.PeriodicEval(
         pipeline.split_source(name, config.data_dir, eval_split), adapter.info.num_classes, 48, 48,
         batch_size=2)
-    trainer = train_lib.Trainer(model_config, config, tf.distribute.OneDeviceStrategy("/cpu:0"),
-                                palette=adapter.info.palette, validation=validation)
+    trainer = training.Trainer(model_config, config, tf.distribute.OneDeviceStrategy("/cpu:0"),
+                               palette=adapter.info.palette, validation=validation)
     results = trainer.train()
     assert results["step"] == 1 and np.isfinite(results["last_loss"])
     evaluated = evaluation.evaluate(trainer.model, validation.dataset, adapter.info.num_classes,
@@ -202,7 +202,7 @@ def _settings(*arguments, mode="train"):
   flag_values = flags.FlagValues()
   define_all_flags(flag_values)
   flag_values(["main.py", *arguments])
-  return run_config_from_flags(flag_values, mode)
+  return checked_settings_from_flags(flag_values, mode)
 
 
 def test_dataset_flag_accepts_adapters_and_names_itself_for_anything_else(tmp_path):
@@ -257,13 +257,13 @@ def test_runs_on_other_datasets_never_import_tensorflow_datasets(tmp_path):
   script = (
       "import sys\n"
       "from absl import flags\n"
-      "from hfgd_tf import train\n"
+      "from hfgd_tf import training\n"
       "from hfgd_tf.data import pipeline\n"
-      "from hfgd_tf.flags import define_all_flags, run_config_from_flags\n"
+      "from hfgd_tf.flags import checked_settings_from_flags, define_all_flags\n"
       "values = flags.FlagValues()\n"
       "define_all_flags(values)\n"
       f"values(['main.py', '--data_dir={tmp_path}'])\n"
-      "settings = run_config_from_flags(values, 'train')\n"
+      "settings = checked_settings_from_flags(values, 'train')\n"
       "pipeline.split_source(settings.train.dataset, settings.train.data_dir, 'train')\n"
       "assert 'tensorflow_datasets' not in sys.modules, 'imported'\n")
   env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")

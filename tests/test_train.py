@@ -16,7 +16,7 @@ from PIL import Image
 
 from datasets.builtin import ensure_builtin_dataset
 from hfgd_tf import optimization
-from hfgd_tf import train as train_lib
+from hfgd_tf import training
 from hfgd_tf.checkpoints import restore_model
 from hfgd_tf.config import AugmentConfig, TrainConfig
 from hfgd_tf.evaluation import PeriodicEval
@@ -32,8 +32,8 @@ def data_dir(tmp_path_factory):
 
 
 def _trainer(config, validation=None):
-  return train_lib.Trainer(TINY_MODEL, config, tf.distribute.OneDeviceStrategy("/cpu:0"),
-                           palette=[(i * 30, 0, 0) for i in range(7)], validation=validation)
+  return training.Trainer(TINY_MODEL, config, tf.distribute.OneDeviceStrategy("/cpu:0"),
+                          palette=[(i * 30, 0, 0) for i in range(7)], validation=validation)
 
 
 def _weights(model):
@@ -97,15 +97,15 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(data_dir, tmp
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_path, monkeypatch):
   config = tiny_train_config(data_dir, tmp_path, train_steps=8, checkpoint_every=2)
   trainer = _trainer(config)
-  losses = train_lib.segmentation_losses
+  losses = training.segmentation_losses
 
   def nan_from_step_five(outputs, labels, model_config):
     total, terms = losses(outputs, labels, model_config)
     poison = tf.where(trainer.step >= 4, np.nan, 0.0)  # step holds the steps already done
     terms = dict(terms, ce=terms["ce"] + poison)
     return total + poison, terms
-  monkeypatch.setattr(train_lib, "segmentation_losses", nan_from_step_five)
-  with pytest.raises(train_lib.TrainingDivergedError, match=r"loss is nan at step 5 \(terms: ce="):
+  monkeypatch.setattr(training, "segmentation_losses", nan_from_step_five)
+  with pytest.raises(training.TrainingDivergedError, match=r"loss is nan at step 5 \(terms: ce="):
     trainer.train()
   assert tf.train.latest_checkpoint(config.checkpoint_dir).endswith("ckpt-4")
   restored = restore_model(TINY_MODEL, config.checkpoint_dir)
@@ -114,8 +114,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_path, m
 
 def test_trainer_looks_up_the_latest_checkpoint_once(data_dir, tmp_path, monkeypatch):
   lookups = []
-  lookup = train_lib.latest_resume_point
-  monkeypatch.setattr(train_lib, "latest_resume_point",
+  lookup = training.latest_resume_point
+  monkeypatch.setattr(training, "latest_resume_point",
                       lambda directory: (lookups.append(directory), lookup(directory))[1])
   config = tiny_train_config(data_dir, tmp_path, train_steps=2)
   _trainer(config)
@@ -200,9 +200,9 @@ def test_layerwise_lr_decay_scales_backbone_updates(data_dir, tmp_path):
 
 
 def test_eta_shows_days_beyond_24_hours():
-  assert train_lib.format_duration(36 * 3600) == "1d 12:00:00"
-  assert train_lib.format_duration(16 * 86400 + 61) == "16d 00:01:01"
-  assert train_lib.format_duration(3599.6) == "01:00:00"
+  assert training.format_duration(36 * 3600) == "1d 12:00:00"
+  assert training.format_duration(16 * 86400 + 61) == "16d 00:01:01"
+  assert training.format_duration(3599.6) == "01:00:00"
 
 
 def test_log_lines_at_each_multiple_show_the_mean_since_the_last(data_dir, tmp_path):
@@ -249,9 +249,9 @@ def test_demo_flagfile_trains_evaluates_predicts_exports_and_eval_mode_restores(
             "--builtin_num_train=16", "--builtin_num_val=4", f"--model_dir={tmp_path}/run",
             "--encoder_filters=16", "--cae_car_filters=16", "--decoder_filters=16",
             "--pretrain_steps=2"]
-  training = ["--warmup_steps=1", "--crop_height=33", "--crop_width=33", "--batch_size=2",
-              "--log_every=1", "--eval_batch_size=2", "--bn_recalibration_batches=2"]
-  result = _main(*common, *training, "--train_steps=3")
+  train_flags = ["--warmup_steps=1", "--crop_height=33", "--crop_width=33", "--batch_size=2",
+                 "--log_every=1", "--eval_batch_size=2", "--bn_recalibration_batches=2"]
+  result = _main(*common, *train_flags, "--train_steps=3")
   assert result.returncode == 0, result.stderr[-3000:]
   run = tmp_path / "run"
   pretrained = run / "pretrain" / "resnet_tiny.weights.h5"
@@ -272,7 +272,7 @@ def test_demo_flagfile_trains_evaluates_predicts_exports_and_eval_mode_restores(
 
   # Resuming starts from the checkpoint: no pretraining, the backbone's weights left alone.
   written = pretrained.stat().st_mtime_ns
-  result = _main(*common, *training, "--train_steps=4", "--eval_after_train=false",
+  result = _main(*common, *train_flags, "--train_steps=4", "--eval_after_train=false",
                  "--predict_after_train=false", "--export_after_train=false")
   assert result.returncode == 0, result.stderr[-3000:]
   assert "Pretraining" not in result.stderr and "Resum" in result.stderr

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from datasets.builtin import ensure_builtin_dataset
 from hfgd_tf import evaluation, inference
-from hfgd_tf import train as train_lib
+from hfgd_tf import training
 from hfgd_tf.config import AugmentConfig, ModelConfig, TrainConfig
 from hfgd_tf.data import pipeline
 from hfgd_tf.distribution import use_jit_compile
@@ -38,7 +38,7 @@ def _trainer(data_dir, tmp_path, model_config=TINY, **overrides):
                 shuffle_buffer=8, seed=1, jit_compile="on", checkpoint_input_pipeline=False)
   values.update(overrides)
   config = TrainConfig(**values)
-  return train_lib.Trainer(model_config, config, tf.distribute.OneDeviceStrategy("/cpu:0"))
+  return training.Trainer(model_config, config, tf.distribute.OneDeviceStrategy("/cpu:0"))
 
 
 def _weights(model):

@@ -19,7 +19,7 @@ if sys.argv[1] == "mirrored":
       [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
 
 # pylint: disable=wrong-import-position
-from hfgd_tf import train as train_lib  # noqa: E402
+from hfgd_tf import training  # noqa: E402
 from hfgd_tf.config import AugmentConfig, ModelConfig, TrainConfig  # noqa: E402
 from hfgd_tf.distribution import create_strategy  # noqa: E402
 from tests import tiny_backbones  # noqa: E402
@@ -49,20 +49,20 @@ def _weights(model):
 
 def mirrored(data_dir, work_dir):
   """Two steps on one device and on 2 replicas from the same weights and the same global batch."""
-  single = train_lib.Trainer(MODEL, _config(data_dir, os.path.join(work_dir, "single")),
-                             tf.distribute.OneDeviceStrategy("/cpu:0"))
+  single = training.Trainer(MODEL, _config(data_dir, os.path.join(work_dir, "single")),
+                            tf.distribute.OneDeviceStrategy("/cpu:0"))
   initial = _weights(single.model)
   single_results = single.train()
   strategy = create_strategy("mirrored")
-  replicated = train_lib.Trainer(MODEL, _config(data_dir, os.path.join(work_dir, "mirrored")),
-                                 strategy)
+  replicated = training.Trainer(MODEL, _config(data_dir, os.path.join(work_dir, "mirrored")),
+                                strategy)
   for variable, value in zip(replicated.model.weights, initial):
     variable.assign(value)
   replicated_results = replicated.train()
   largest_update = max(float(np.abs(a - w).max()) for a, w in zip(_weights(single.model), initial))
   # Two steps in one call: next() on the distributed iterator inside a tf.range loop.
-  looped = train_lib.Trainer(MODEL, _config(data_dir, os.path.join(work_dir, "looped"),
-                                            train_steps=2, steps_per_loop=2, log_every=2), strategy)
+  looped = training.Trainer(MODEL, _config(data_dir, os.path.join(work_dir, "looped"),
+                                           train_steps=2, steps_per_loop=2, log_every=2), strategy)
   looped_results = looped.train()
   return {
       "looped": [looped_results["step"], looped_results["last_loss"]],
@@ -88,7 +88,7 @@ def multi_worker(data_dir, work_dir):
   """Three steps as one of the workers in TF_CONFIG; saves this worker's weights."""
   task_id = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
   strategy = create_strategy("multi_worker")
-  trainer = train_lib.Trainer(
+  trainer = training.Trainer(
       MODEL, _config(data_dir, os.path.join(work_dir, "checkpoints"), train_steps=3,
                      checkpoint_every=2), strategy)
   results = trainer.train()

@@ -21,30 +21,33 @@ def _short_reason(message):
   return " ".join(message.split())
 
 
-def _record_checks(record, ids_ignore_label, num_classes):
-  """Decodes one record -> int32 [8]: label height, width, image height, width, the number of
-  label values neither a class (< num_classes) nor ignore, one such value (else -1), and the
-  smallest and largest class present (K and -1 when there is none)."""
+def _record_checks(record, ids_ignore_label, num_classes=None):
+  """Decodes one record -> int32 [4]: label height, width, image height, width; with
+  `num_classes`, int32 [8]: then also the number of label values neither a class (< num_classes)
+  nor ignore, one such value (else -1), and the smallest and largest class present (K and -1 when
+  there is none)."""
   example = decode_example(record, ids_ignore_label)
   label = example["label"]
+  sizes = [tf.shape(label)[0], tf.shape(label)[1], tf.shape(example["image"])[0],
+           tf.shape(example["image"])[1]]
+  if num_classes is None:
+    return tf.stack(sizes)
   is_class = tf.logical_and(label >= 0, label < num_classes)
   bad = tf.logical_and(tf.logical_not(is_class), label != IGNORE_LABEL)
-  return tf.stack([
-      tf.shape(label)[0], tf.shape(label)[1], tf.shape(example["image"])[0],
-      tf.shape(example["image"])[1], tf.math.count_nonzero(bad, dtype=tf.int32),
-      tf.reduce_max(tf.where(bad, label, -1)),
+  return tf.stack(sizes + [
+      tf.math.count_nonzero(bad, dtype=tf.int32), tf.reduce_max(tf.where(bad, label, -1)),
       tf.reduce_min(tf.where(is_class, label, num_classes)),
       tf.reduce_max(tf.where(is_class, label, -1))])
 
 
-def scan_shard(path, decode=True, ids_ignore_label=IGNORE_LABEL, num_classes=IGNORE_LABEL,
+def scan_shard(path, decode=True, ids_ignore_label=IGNORE_LABEL, num_classes=None,
                on_record=None):
   """Reads every record of one shard (and decodes it with `decode`); returns the record count.
 
-  `on_record(index, checks)` gets, when decoding, the int32 [8] of `_record_checks` (sizes and
-  label values against `num_classes`), else None. The first record that cannot be read or decoded
-  raises UnreadableRecordError naming the shard and the record's index in it: records come out in
-  order, so the index is the number read before the failure.
+  `on_record(index, checks)` gets, when decoding, the int32 array of `_record_checks` (sizes, and
+  with `num_classes` the label values against it), else None. The first record that cannot be
+  read or decoded raises UnreadableRecordError naming the shard and the record's index in it:
+  records come out in order, so the index is the number read before the failure.
   """
   ds = tf.data.TFRecordDataset(path, detect_compression(path))
   if decode:

@@ -4,8 +4,8 @@ a checked RunSettings.
   definitions.py  defines each field's flag (name, type, default, help from the field);
   values.py       reads each flag, checks it alone (the field's `check`, `parse`) and together;
   data_dirs.py    the data folder or TFDS dataset and the weights the mode reads must be there;
-  settings.py     RunSettings from the flags: run_config_from_flags(flag_values, mode), or its
-                  two steps, settings_from_flags (no file read) and check_inputs.
+  settings.py     RunSettings from the flags: checked_settings_from_flags(flag_values, mode), or
+                  its two steps, settings_from_flags (no file read) and check_inputs.
 
 settings_from_flags imports no TensorFlow: main.py runs it before importing TensorFlow, so a bad
 flag fails in a second; check_inputs runs after (a TFDS dataset's check needs TensorFlow).
@@ -17,6 +17,7 @@ A check across several fields goes in values.check_combinations.
 
 from hfgd_tf.flags.data_dirs import check_inputs
 from hfgd_tf.flags.definitions import define_all_flags
-from hfgd_tf.flags.settings import run_config_from_flags, settings_from_flags
+from hfgd_tf.flags.settings import checked_settings_from_flags, settings_from_flags
 
-__all__ = ["check_inputs", "define_all_flags", "run_config_from_flags", "settings_from_flags"]
+__all__ = ["check_inputs", "checked_settings_from_flags", "define_all_flags",
+           "settings_from_flags"]

@@ -49,7 +49,7 @@ def settings_from_flags(flag_values=flags.FLAGS, mode="train"):
   return settings
 
 
-def run_config_from_flags(flag_values=flags.FLAGS, mode="train"):
+def checked_settings_from_flags(flag_values=flags.FLAGS, mode="train"):
   """`settings_from_flags`, and the data and weights the mode reads checked to be there."""
   settings = settings_from_flags(flag_values, mode)
   check_inputs(settings)

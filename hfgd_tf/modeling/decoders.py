@@ -1,5 +1,6 @@
-"""The upsampling decoders by name (SFPN, U-SFPN): the one source of `--decoder`'s values, with
-"none" (classify at the encoder's stride) beside them."""
+"""The upsampling decoders (SFPN, U-SFPN) by the `--decoder` value that picks each, with "none"
+(classify at the encoder's stride) beside them. config.DECODERS lists the values, so the flags
+need no TensorFlow; tests/test_flags.py keeps the two equal."""
 
 from hfgd_tf.modeling.layers.common import norm_kwargs
 from hfgd_tf.modeling.usfpn import SemanticFPN
@@ -22,11 +23,6 @@ def _semantic_fpn(lateral_kernel_size):
 # SFPN as the paper's baselines build it (1x1 laterals); U-SFPN (Sec. 3.3) with 3x3 laterals.
 DECODERS.register("sfpn")(_semantic_fpn(1))
 DECODERS.register("usfpn")(_semantic_fpn(3))
-
-
-def decoder_names():
-  """Every `--decoder` value: none, then the registered decoders."""
-  return (NO_DECODER,) + tuple(DECODERS.names())
 
 
 def build_decoder(config, top_channels, name="decoder"):

@@ -1,4 +1,5 @@
-"""The context encoders of Table 1, by name: the one source of `--encoder`'s values.
+"""The context encoders of Table 1, by the `--encoder` value that picks each (config.ENCODERS
+lists the values, so the flags need no TensorFlow; tests/test_flags.py keeps the two equal).
 
 Every encoder works on the backbone's deepest features and returns a dict:
   features   [N, h, w, C_out] context features (CAE: 256-D, the input of the class kernels);

@@ -46,11 +46,6 @@ def build_backbone(backbone, **kwargs):
   return BACKBONES.get(backbone)(**kwargs)
 
 
-def backbone_names():
-  _import_builders()
-  return BACKBONES.names()
-
-
 def _import_builders():
   # Importing the modules registers their builders; done lazily to keep `import hfgd_tf` light.
   import importlib  # pylint: disable=import-outside-toplevel

@@ -1,4 +1,5 @@
-"""Training/eval pipeline: augmentation properties, determinism, eval padding, the iDS reader."""
+"""The data path (hfgd_tf/data/): augmentation properties, determinism, eval padding, the iDS
+reader; and the image normalisation it shares with predict and export (hfgd_tf/ops.py)."""
 
 import io
 

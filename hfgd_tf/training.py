@@ -45,7 +45,7 @@ from hfgd_tf.modeling.losses import segmentation_losses
 from hfgd_tf.modeling.model import build_model
 from hfgd_tf.ops import denormalize_image
 from hfgd_tf.optimization import build_optimizer, current_learning_rate, l2_variables
-from hfgd_tf.precision import prepare
+from hfgd_tf.precision import prepare_numerics
 from hfgd_tf.preemption import PREEMPTED_EXIT_CODE, SignalWatch, TrainingPreempted
 
 
@@ -122,7 +122,7 @@ class Trainer:
                ids_ignore_label=IGNORE_LABEL, resume_point=None):
     """`resume_point`: `checkpoints.latest_resume_point(train.checkpoint_dir)` when the caller has
     already looked it up; otherwise the trainer looks it up (once)."""
-    train = prepare(train, strategy)  # seeds, and the dtype policy before the model is built
+    train = prepare_numerics(train, strategy)  # seeds, and the dtype policy before the model is built
     self.train_config = train
     self.ids_ignore_label = ids_ignore_label
     self.strategy = strategy
