@@ -113,7 +113,7 @@ def _tpu_strategy(tpu):
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
     tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)
-  except (ValueError, RuntimeError, tf.errors.OpError) as error:
+  except (ValueError, RuntimeError, ImportError, tf.errors.OpError) as error:
     first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     raise FlagError(f"--tpu: cannot reach TPU {tpu!r}: {first_line}") from error
   return tf.distribute.TPUStrategy(resolver)

@@ -103,13 +103,14 @@ def report_lines(facts, strategy, settings, mixed_precision, jit_compile):
   gpus = ", ".join(facts.gpus) if facts.gpus else "none"
   logical_cpus = len(tf.config.list_logical_devices("CPU"))
   cpus = f"{facts.cpus} CPU" + (f" ({logical_cpus} logical)" if logical_cpus > facts.cpus else "")
+  compute_dtype = "float32" if mixed_precision == "none" else mixed_precision
   return [
       f"TensorFlow {tf.__version__} ({wheels or 'wheel unknown'}; build: {build}), Keras "
       f"{keras.__version__}, Python {platform.python_version()}",
       f"devices: {cpus}; GPU: {gpus}; TPU: {tpus} core(s) in use, "
       f"{facts.tpu_chips} chip(s) attached",
       _strategy_line(strategy, settings.train.distribution),
-      f"precision: {'float32' if mixed_precision == 'none' else mixed_precision} (--mixed_precision={settings.train.mixed_precision}); XLA: "
+      f"precision: {compute_dtype} (--mixed_precision={settings.train.mixed_precision}); XLA: "
       f"{'on' if jit_compile else 'off'} (--jit_compile={settings.train.jit_compile})",
   ]
 

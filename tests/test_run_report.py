@@ -122,7 +122,7 @@ def test_the_right_machine_gives_no_warning_and_idle_devices_or_two_wheels_do():
 
 def test_the_report_names_versions_devices_strategy_precision_and_xla(caplog):
   settings = _settings(f"--flagfile={HEADLINE}")
-  with caplog.at_level(logging.INFO):
+  with caplog.at_level(logging.INFO, logger="absl"):  # whatever verbosity earlier tests left
     warnings = run_report.log_run_report(settings, tf.distribute.OneDeviceStrategy("/cpu:0"),
                                          "none", False, steps_left=100)
   [block] = [record.getMessage() for record in caplog.records
