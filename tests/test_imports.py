@@ -5,6 +5,7 @@ programs, datasets/ sits below the library modules that read it, and the data pa
 
 import ast
 import os
+import re
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ("hfgd_tf", "datasets", "benchmarks", "tools")
@@ -143,3 +144,21 @@ def test_evaluation_predict_and_export_run_the_one_inference_protocol():
           naming.add(_module_name(path))
   assert naming == set()
 
+
+# Packages whose modules their own docstring maps (hfgd_tf/flags/__init__.py, backbones' files by
+# family): the README names the folder.
+MAPPED_BY_THEIR_PACKAGE = ("hfgd_tf.flags.", "hfgd_tf.modeling.backbones.")
+
+
+def test_the_readme_names_every_module():
+  readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+  missing = []
+  for module in import_graph():
+    if module.startswith(MAPPED_BY_THEIR_PACKAGE):
+      continue
+    is_package = os.path.isdir(os.path.join(ROOT, *module.split(".")))
+    name = module.split(".")[-1] + ("/" if is_package else ".py")
+    # Whole names: self_attention.py does not name attention.py.
+    if not re.search(r"(?<![\w])" + re.escape(name), readme):
+      missing.append(module)
+  assert missing == []
