@@ -238,8 +238,8 @@ def ensure_builtin_dataset(output_dir, seed=0, num_train=1000, num_val=200, num_
   else:
     atomic_files.write_json(marker_path, generator)
   tfrecord.write_dataset(
-      INFO, {"train": work_items(seed, "train", num_train),
-             "val": work_items(seed, "val", num_val)},
+      INFO, load_example, {"train": work_items(seed, "train", num_train),
+                           "val": work_items(seed, "val", num_val)},
       output_dir, num_workers=num_workers, show_progress=show_progress,
       extra_info={"generator": generator})
   return output_dir

@@ -40,8 +40,8 @@ def convert(name, raw_dir, output_dir, splits=("train", "val"), num_shards=None,
     if expected is not None and expected != len(split_items[split]):
       logging.warning("%s %s: found %d examples, the official split has %d", name, split,
                       len(split_items[split]), expected)
-  return tfrecord.write_dataset(module.INFO, split_items, output_dir, num_shards, num_workers,
-                                show_progress)
+  return tfrecord.write_dataset(module.INFO, module.load_example, split_items, output_dir,
+                                num_shards, num_workers, show_progress)
 
 
 def main(argv):

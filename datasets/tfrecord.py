@@ -69,20 +69,18 @@ def _check_label(example: core.EncodedExample, info: core.DatasetInfo):
 
 
 def _write_shard(task):
-  """Writes one shard: (dataset name, work items, final path) -> number of examples written.
+  """Writes one shard: (info, load_example, work items, final path) -> examples written.
 
-  Runs in a worker process. On any error the partial file is removed and the error re-raised, so
-  neither a finished-looking half shard nor other finished shards are affected.
+  Runs in a worker process: `load_example`, a dataset module's function, travels by reference (a
+  spawned worker imports its module). On any error the partial file is removed and the error
+  re-raised, so neither a finished-looking half shard nor other finished shards are affected.
   """
-  dataset_name, items, path = task
-  # Imported here so a spawned worker registers the datasets itself.
-  from datasets import get_dataset_module  # pylint: disable=import-outside-toplevel
-  module = get_dataset_module(dataset_name)
+  info, load_example, items, path = task
   with atomic_path(path, records.INCOMPLETE_SUFFIX) as temp_path:
     with tf.io.TFRecordWriter(temp_path) as writer:
       for item in items:
-        example = module.load_example(item)
-        _check_label(example, module.INFO)
+        example = load_example(item)
+        _check_label(example, info)
         writer.write(serialize_example(example))
   return len(items)
 
@@ -112,9 +110,10 @@ class ProgressBar:
       sys.stderr.flush()
 
 
-def write_split(info: core.DatasetInfo, split, items: Sequence, output_dir,
+def write_split(info: core.DatasetInfo, load_example, split, items: Sequence, output_dir,
                 num_shards: Optional[int] = None, num_workers=1, show_progress=False):
-  """Writes the examples of one split into shards; returns the number of shards.
+  """Writes the examples of one split into shards; returns the number of shards. `load_example`
+  (the dataset module's, item -> core.EncodedExample) turns each of `items` into an example.
 
   Shard k holds items [k*N/S, (k+1)*N/S), so a rerun assigns the same items to the same shard and
   can skip the finished ones. Workers are spawned processes (forking after TensorFlow is loaded is
@@ -132,9 +131,9 @@ def write_split(info: core.DatasetInfo, split, items: Sequence, output_dir,
     raise ValueError(f"{output_dir} already holds {split} shards of another shard count "
                      f"({sorted(foreign)[0]}); remove them or convert with the same --num_shards")
   bounds = [len(items) * k // num_shards for k in range(num_shards + 1)]
-  tasks = [(info.name, items[bounds[k]:bounds[k + 1]], wanted[k]) for k in range(num_shards)
-           if wanted[k] not in existing]
-  remaining = sum(len(task[1]) for task in tasks)
+  tasks = [(info, load_example, items[bounds[k]:bounds[k + 1]], wanted[k])
+           for k in range(num_shards) if wanted[k] not in existing]
+  remaining = sum(len(task[2]) for task in tasks)
   logging.info("%s: writing %d of %d shards (%d of %d examples) to %s", split, len(tasks),
                num_shards, remaining, len(items), output_dir)
   progress = ProgressBar(split, len(items), show_progress)
@@ -152,13 +151,15 @@ def write_split(info: core.DatasetInfo, split, items: Sequence, output_dir,
   return num_shards
 
 
-def write_dataset(info: core.DatasetInfo, split_items: Dict[str, Sequence], output_dir,
-                  num_shards: Optional[int] = None, num_workers=1, show_progress=False,
+def write_dataset(info: core.DatasetInfo, load_example, split_items: Dict[str, Sequence],
+                  output_dir, num_shards: Optional[int] = None, num_workers=1, show_progress=False,
                   extra_info: Optional[dict] = None):
-  """Writes every split, then `dataset_info.json`; returns the info dict it wrote."""
+  """Writes every split (`write_split`), then `dataset_info.json`; returns the info dict it
+  wrote."""
   splits = {}
   for split, items in split_items.items():
-    shards = write_split(info, split, items, output_dir, num_shards, num_workers, show_progress)
+    shards = write_split(info, load_example, split, items, output_dir, num_shards, num_workers,
+                         show_progress)
     splits[split] = {"num_examples": len(items), "num_shards": shards,
                      "file_pattern": records.finished_shard_pattern(split)}
   content = {"format_version": records.FORMAT_VERSION, **info.to_json_dict(), "splits": splits,

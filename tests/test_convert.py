@@ -39,6 +39,13 @@ def _read_all(pattern):
   return examples
 
 
+def _write_builtin(split, items, output_dir, **options):
+  """Writes built-in work items as `datasets.convert` does, through builtin.load_example as it is
+  now (tests replace it)."""
+  return tfrecord.write_split(builtin.INFO, builtin.load_example, split, items, output_dir,
+                              **options)
+
+
 def test_default_shard_counts():
   assert tfrecord.default_num_shards(3) == 1
   assert tfrecord.default_num_shards(200) == 6
@@ -48,7 +55,7 @@ def test_default_shard_counts():
 
 def test_rerun_keeps_finished_shards_and_replaces_a_stale_incomplete_one(tmp_path):
   items = builtin.work_items(0, "train", 12)
-  tfrecord.write_split(builtin.INFO, "train", items, str(tmp_path), num_shards=4)
+  _write_builtin("train", items, str(tmp_path), num_shards=4)
   shards = _shards(tmp_path)
   assert [os.path.basename(p) for p in shards] == [
       f"train-0000{k}-of-00004.tfrecord" for k in range(4)]
@@ -60,7 +67,7 @@ def test_rerun_keeps_finished_shards_and_replaces_a_stale_incomplete_one(tmp_pat
   with open(shards[2] + records.INCOMPLETE_SUFFIX, "wb") as f:
     f.write(original[:100])
   assert len(_shards(tmp_path)) == 3  # the temporary file never looks finished
-  tfrecord.write_split(builtin.INFO, "train", items, str(tmp_path), num_shards=4)
+  _write_builtin("train", items, str(tmp_path), num_shards=4)
   assert _stats(shards[:2] + shards[3:]) == kept
   with open(shards[2], "rb") as f:
     assert f.read() == original
@@ -78,30 +85,29 @@ def test_a_failure_mid_shard_loses_nothing_written_and_leaves_no_half_shard(tmp_
 
   monkeypatch.setattr(builtin, "load_example", failing_load)
   with pytest.raises(core.ConversionError, match="broken_file_7.png"):
-    tfrecord.write_split(builtin.INFO, "train", items, str(tmp_path), num_shards=4)
+    _write_builtin("train", items, str(tmp_path), num_shards=4)
   # Shards 0 and 1 (items 0..5) were finished before the failure; shard 2 (items 6..8) failed.
   finished = _shards(tmp_path)
   assert [os.path.basename(p)[:11] for p in finished] == ["train-00000", "train-00001"]
   assert not [name for name in os.listdir(tmp_path) if name.endswith(records.INCOMPLETE_SUFFIX)]
   kept = _stats(finished)
   monkeypatch.setattr(builtin, "load_example", load)
-  tfrecord.write_split(builtin.INFO, "train", items, str(tmp_path), num_shards=4)
+  _write_builtin("train", items, str(tmp_path), num_shards=4)
   assert len(_shards(tmp_path)) == 4
   assert _stats(finished) == kept
 
 
 def test_another_shard_count_in_the_same_directory_is_refused(tmp_path):
   items = builtin.work_items(0, "train", 6)
-  tfrecord.write_split(builtin.INFO, "train", items, str(tmp_path), num_shards=2)
+  _write_builtin("train", items, str(tmp_path), num_shards=2)
   with pytest.raises(ValueError, match="another shard count"):
-    tfrecord.write_split(builtin.INFO, "train", items, str(tmp_path), num_shards=3)
+    _write_builtin("train", items, str(tmp_path), num_shards=3)
 
 
 def test_parallel_workers_write_the_same_bytes_as_one_process(tmp_path):
   items = builtin.work_items(3, "val", 8)
-  tfrecord.write_split(builtin.INFO, "val", items, str(tmp_path / "one"), num_shards=2)
-  tfrecord.write_split(builtin.INFO, "val", items, str(tmp_path / "two"), num_shards=2,
-                       num_workers=2)
+  _write_builtin("val", items, str(tmp_path / "one"), num_shards=2)
+  _write_builtin("val", items, str(tmp_path / "two"), num_shards=2, num_workers=2)
   for one, two in zip(_shards(tmp_path / "one", "val"), _shards(tmp_path / "two", "val")):
     with open(one, "rb") as f_one, open(two, "rb") as f_two:
       assert f_one.read() == f_two.read()

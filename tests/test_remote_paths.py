@@ -15,11 +15,12 @@ import tensorflow as tf
 from absl import flags
 from PIL import Image
 
-from datasets import builtin, cityscapes, convert, dataset_info, records, verify
+from datasets import builtin, cityscapes, convert, dataset_info, records
 from hfgd_tf import atomic_files, checkpoints, pretrain, runs, visualize
 from hfgd_tf.flagfiles import expand_flagfiles
 from hfgd_tf.config import FlagError
 from hfgd_tf.flags import checked_settings_from_flags, define_all_flags
+from tools import verify_dataset
 
 gfile = tf.io.gfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -193,7 +194,7 @@ def test_convert_and_verify_a_raw_copy_in_a_bucket(ram):
   assert info["splits"]["train"]["num_examples"] == 3
   assert _files(f"{ram}/tfrecords") == [
       "dataset_info.json", "train-00000-of-00001.tfrecord", "val-00000-of-00001.tfrecord"]
-  assert verify.verify(f"{ram}/tfrecords") == []
+  assert verify_dataset.verify(f"{ram}/tfrecords") == []
   assert dataset_info.read_info(f"{ram}/tfrecords")["name"] == "cityscapes"
   with pytest.raises(FlagError, match=f"{ram}/tfrecords/dataset_info.json: the folder holds"):
     _settings("--dataset=ade20k", f"--data_dir={ram}/tfrecords", mode="eval")
@@ -253,5 +254,5 @@ def test_the_whole_chain_runs_in_a_bucket_and_writes_nothing_locally(ram):
   assert served.shape == (1, 40, 50)
   assert atomic_files.read_json(f"{run}/export/export_info.json")["class_names"] == list(
       builtin.CLASS_NAMES)
-  assert verify.verify(data) == []
+  assert verify_dataset.verify(data) == []
   assert gfile.exists(records.info_path(data))

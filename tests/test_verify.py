@@ -1,5 +1,6 @@
 """Unreadable records are named (shard and index) wherever the pipeline meets them, and
-`python -m datasets.verify` finds every bad shard, record and label before a run."""
+`python -m tools.verify_dataset` (alias `datasets.verify`) finds every bad shard, record and label
+before a run."""
 
 import os
 import subprocess
@@ -9,10 +10,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from datasets import builtin, core, dataset_info, records, tfrecord, verify
+from datasets import builtin, core, dataset_info, records, tfrecord
 from hfgd_tf.config import AugmentConfig
 from hfgd_tf.data import pipeline, sources, unreadable
 from tests.test_real_data import truncate_in_record, write_ids_shard
+from tools import verify_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -20,8 +22,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(name="folder")
 def _folder(tmp_path):
   """A converted built-in copy: 2 train shards of 4 records, 2 val shards of 2."""
-  tfrecord.write_dataset(builtin.INFO, {"train": builtin.work_items(0, "train", 8),
-                                        "val": builtin.work_items(0, "val", 4)},
+  tfrecord.write_dataset(builtin.INFO, builtin.load_example,
+                         {"train": builtin.work_items(0, "train", 8),
+                          "val": builtin.work_items(0, "val", 4)},
                          str(tmp_path), num_shards=2)
   return str(tmp_path)
 
@@ -32,13 +35,13 @@ def _shard(folder, split, index):
 
 
 def test_a_healthy_folder_has_no_problem(folder):
-  assert not verify.verify(folder)
+  assert not verify_dataset.verify(folder)
 
 
 def test_verify_names_a_truncated_shard_and_the_record(folder):
   shard = _shard(folder, "train", 1)
   truncate_in_record(shard, 2)
-  problems = verify.verify(folder)
+  problems = verify_dataset.verify(folder)
   assert problems[0].startswith(f"unreadable record 2 of {shard}: truncated record at")
   assert problems[1] == "train: 6 records read, dataset_info.json lists 8"
 
@@ -53,7 +56,7 @@ def test_verify_names_labels_that_are_neither_class_nor_ignore_and_size_mismatch
   with tf.io.TFRecordWriter(shard) as writer:  # replaces the shard: same name, 2 records
     writer.write(tfrecord.serialize_example(bad_label))
     writer.write(tfrecord.serialize_example(small))
-  assert verify.verify(folder, splits=["val"]) == [
+  assert verify_dataset.verify(folder, splits=["val"]) == [
       f"record 0 of {shard}: 6 label values such as 9 are neither a class (< 7) nor ignore",
       f"record 1 of {shard}: image 64x128 but label 128x128"]
 
@@ -69,7 +72,7 @@ def test_a_record_that_reads_but_does_not_decode_is_found_by_the_decoding_pass(f
   located = unreadable.locate_unreadable_record([os.path.join(folder, "val-*.tfrecord")])
   assert str(located) == (f"unreadable record 1 of {shard}: Unknown image file format. One of "
                           "JPEG, JPEG XL, PNG, GIF, BMP, WebP required.")
-  assert verify.verify(folder, splits=["val"]) == [
+  assert verify_dataset.verify(folder, splits=["val"]) == [
       str(located), "val: 3 records read, dataset_info.json lists 4"]
 
 
@@ -78,11 +81,11 @@ def test_verify_checks_ids_records_with_their_ignore_mapping(tmp_path):
   label[0, 0] = 59  # iDS Pascal Context: 0 ignore, 1..59 classes
   write_ids_shard(tmp_path / "val-0.tfrecord", [label])
   with pytest.raises(dataset_info.DataDirError, match="no dataset_info.json; pass --dataset"):
-    verify.verify(str(tmp_path), splits=["val"])
-  assert not verify.verify(str(tmp_path), "pascal_context", splits=["val"])
+    verify_dataset.verify(str(tmp_path), splits=["val"])
+  assert not verify_dataset.verify(str(tmp_path), "pascal_context", splits=["val"])
   label[1, 1] = 60
   write_ids_shard(tmp_path / "val-0.tfrecord", [label])
-  assert "1 label values such as 59 are neither a class (< 59)" in verify.verify(
+  assert "1 label values such as 59 are neither a class (< 59)" in verify_dataset.verify(
       str(tmp_path), "pascal_context", splits=["val"])[0]
 
 
