@@ -48,6 +48,11 @@ DISTRIBUTIONS = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
 CLUSTER_RESOLVERS = ("tf_config", "slurm", "tpu")
 # XLA for the train/eval steps: auto = on for GPUs and TPUs, off on CPUs (distribution.py).
 JIT_COMPILE = ("auto", "on", "off")
+# What --mode=export writes, what the SavedModel takes, and the LiteRT weight types (export.py,
+# export_formats.py; docs/serving.md).
+EXPORT_FORMATS = ("saved_model", "tflite", "onnx")
+EXPORT_INPUTS = ("image_tensor", "image_bytes", "both")
+TFLITE_TYPES = ("float32", "float16", "int8")
 
 # Where dataset=builtin is generated when --data_dir is unset.
 BUILTIN_DATA_DIR = os.path.join("runs", "builtin-data")
@@ -92,6 +97,14 @@ def _parse_scales(values):
   if not scales or any(scale <= 0 for scale in scales):
     raise ValueError(f"expected positive numbers, got {','.join(values)!r}")
   return scales
+
+
+def _parse_tflite_types(values):
+  types = tuple(values)
+  unknown = [value for value in types if value not in TFLITE_TYPES]
+  if not types or unknown:
+    raise ValueError(f"expected some of {','.join(TFLITE_TYPES)}, got {','.join(values)!r}")
+  return types
 
 
 def _parse_window(value):
@@ -395,10 +408,34 @@ class RunSettings:
   experiment_name: Optional[str] = flag(
       None, "Name of the run; default: the stem of the first --flagfile on the command line "
       "(e.g. hfgd-os4_r50_bs16-30k_pascal-context-59-513).")
-  export_dir: Optional[str] = flag(None, "SavedModel folder; default <model_dir>/export.")
+  export_dir: Optional[str] = flag(
+      None, "Export folder, TF Serving's model base path; default <model_dir>/export.")
+  export_format: str = flag(
+      "saved_model", "What mode=export (and --export_after_train) writes: saved_model "
+      "(<export_dir>/<export_version>/, for TF Serving and TensorFlow), tflite (<export_dir>/"
+      "tflite/, LiteRT, single scale) or onnx (<export_dir>/onnx/, with the eval protocol); "
+      "docs/serving.md.", choices=EXPORT_FORMATS)
+  export_input: str = flag(
+      "both", "SavedModel input: image_tensor (uint8 images), image_bytes (JPEG/PNG strings, "
+      "as TF Serving's REST API carries them in {\"b64\": ...}), or both (the encoded-image "
+      "signatures then named image_bytes and image_bytes_probabilities).", choices=EXPORT_INPUTS)
+  export_version: int = flag(
+      1, "SavedModel: the version folder under --export_dir (TF Serving serves the highest; "
+      "export a new model under a higher number to roll it out).", check=POSITIVE)
+  export_height: Optional[int] = flag(
+      None, "tflite/onnx: the fixed input height (saved_model: the warm-up request's); default "
+      "--eval_height.", check=POSITIVE)
+  export_width: Optional[int] = flag(
+      None, "tflite/onnx: the fixed input width (saved_model: the warm-up request's); default "
+      "--eval_width.", check=POSITIVE)
+  export_tflite_types: Tuple[str, ...] = flag(
+      TFLITE_TYPES, "tflite: the weight types, one file each: float32, float16, int8 (dynamic "
+      "range: int8 weights, activations quantised on the fly).", kind="list",
+      parse=_parse_tflite_types)
   export_overwrite: bool = flag(
-      False, "Replace an existing --export_dir (once the new export is complete).")
-  export_after_train: bool = flag(False, "mode=train: export a SavedModel at the end.")
+      False, "Replace an existing export (version folder, tflite/ or onnx/) once the new one is "
+      "complete.")
+  export_after_train: bool = flag(False, "mode=train: export (--export_format) at the end.")
   predict_input: Optional[str] = flag(None, "Images to predict: a folder or a glob.")
   predict_output_dir: Optional[str] = flag(
       None, "Colourised predictions; default <model_dir>/predictions.")
@@ -423,3 +460,8 @@ class RunSettings:
   @property
   def flops_size(self):
     return self.flops_height, self.flops_width
+
+  @property
+  def export_size(self):
+    """(height, width) of the fixed-size exports: --export_height/width, else the eval size."""
+    return (self.export_height or self.eval.eval_height, self.export_width or self.eval.eval_width)

@@ -40,16 +40,20 @@ def _window_offsets(length, window):
   return window, stride, count
 
 
-def sliding_window_logits(model_fn, images, window):
+def sliding_window_logits(model_fn, images, window, unroll=False):
   """Logits of `model_fn` applied window by window, averaged where windows overlap.
 
   images: float32 [N, H, W, 3]; window: int or (height, width); model_fn maps [N, h, w, 3] to logits
   [N, h, w, K] at its input size. Windows run one at a time in a `tf.while_loop` (bounded memory,
   and H, W may be unknown when traced); each window's logits are added to a zero canvas and the
   canvas divided by how many windows covered each pixel. The first window runs before the loop so
-  the canvas takes its class count from the model.
+  the canvas takes its class count from the model. `unroll`: the same windows, in the same order,
+  as a fixed sequence of static slices and pads (H, W must be static), for converters that handle
+  neither loops nor tf.roll (TFLite, ONNX).
   """
   window_h, window_w = (window, window) if isinstance(window, int) else window
+  if unroll:
+    return _unrolled_sliding_window_logits(model_fn, images, window_h, window_w)
   height, width = tf.shape(images)[1], tf.shape(images)[2]
   win_h, stride_h, count_h = _window_offsets(height, window_h)
   win_w, stride_w, count_w = _window_offsets(width, window_w)
@@ -82,11 +86,41 @@ def sliding_window_logits(model_fn, images, window):
   return logit_sum / visits[None, :, :, None]
 
 
-def multi_scale_logits(model_fn, images, scales=SS_SCALES, flip=False, window=None):
+def _static_offsets(length, window):
+  """(window, offsets) along one side of static `length`: `_window_offsets` in Python ints."""
+  window = min(window, length)
+  stride = max(2 * window // 3, 1)
+  count = (length - window + stride - 1) // stride + 1
+  return window, [min(index * stride, length - window) for index in range(count)]
+
+
+def _unrolled_sliding_window_logits(model_fn, images, window_h, window_w):
+  """`sliding_window_logits` with the windows known when traced: each is a static slice, its
+  logits padded onto the canvas, summed row by row as the loop does; the coverage is a constant."""
+  height, width = images.shape[1], images.shape[2]
+  if height is None or width is None:
+    raise ValueError(f"an unrolled sliding window needs a static image size, got {images.shape}")
+  win_h, offsets_y = _static_offsets(height, window_h)
+  win_w, offsets_x = _static_offsets(width, window_w)
+  logit_sum, visits = None, np.zeros([height, width], np.float32)
+  for offset_y in offsets_y:
+    for offset_x in offsets_x:
+      crop = images[:, offset_y:offset_y + win_h, offset_x:offset_x + win_w]
+      logits = tf.cast(model_fn(crop), tf.float32)  # [N, win_h, win_w, K]
+      placed = tf.pad(logits, [[0, 0], [offset_y, height - offset_y - win_h],
+                               [offset_x, width - offset_x - win_w], [0, 0]])  # [N, H, W, K]
+      logit_sum = placed if logit_sum is None else logit_sum + placed
+      visits[offset_y:offset_y + win_h, offset_x:offset_x + win_w] += 1.0
+  return logit_sum / visits[None, :, :, None]
+
+
+def multi_scale_logits(model_fn, images, scales=SS_SCALES, flip=False, window=None,
+                       unroll_window=False):
   """The original's `inference_with_multi_scales`: raw logits averaged over scales (and flips).
 
   images: float32 [N, H, W, 3] normalised; returns float32 logits [N, H, W, K]. With `window` (int
-  or (height, width)), each scale runs by sliding window, the window clipped to the scaled size.
+  or (height, width)), each scale runs by sliding window, the window clipped to the scaled size;
+  `unroll_window` unrolls it (`sliding_window_logits`), for images of static size.
   """
   if not scales:
     raise ValueError("scales must not be empty")
@@ -95,7 +129,7 @@ def multi_scale_logits(model_fn, images, scales=SS_SCALES, flip=False, window=No
   def run(inputs):
     if window is None:
       return tf.cast(model_fn(inputs), tf.float32)
-    return sliding_window_logits(model_fn, inputs, window)
+    return sliding_window_logits(model_fn, inputs, window, unroll_window)
 
   # The mirrored images ride in the same batch: half the model calls to trace, same arithmetic
   # (inference is per sample).
@@ -114,12 +148,13 @@ def multi_scale_logits(model_fn, images, scales=SS_SCALES, flip=False, window=No
 
 
 
-def model_logits(model, images, scales=SS_SCALES, flip=False, window=None):
+def model_logits(model, images, scales=SS_SCALES, flip=False, window=None, unroll_window=False):
   """`multi_scale_logits` of a Keras segmentation `model` run for inference (training=False).
 
   images: float32 [N, H, W, 3] normalised; returns float32 logits [N, H, W, K].
   """
-  return multi_scale_logits(lambda x: model(x, training=False), images, scales, flip, window)
+  return multi_scale_logits(lambda x: model(x, training=False), images, scales, flip, window,
+                            unroll_window)
 
 
 def class_map(logits):

@@ -200,13 +200,34 @@ def run_predict(settings, model=None):
 
 
 def run_export(settings, model=None):
-  """A SavedModel taking uint8 images of any size, with the configured inference protocol."""
-  from hfgd_tf.export import export_saved_model
-  path = export_saved_model(_model(settings, model), settings.export_dir,
-                            overwrite=settings.export_overwrite,
-                            class_names=settings.dataset_info.class_names,
-                            palette=settings.dataset_info.palette, **_protocol(settings))
-  logging.info("SavedModel exported to %s.", path)
+  """Exports with the configured protocol as --export_format says (docs/serving.md): a SavedModel
+  in TF Serving's layout, <export_dir>/<export_version>/ (images of any size; warm-up requests at
+  the export size), or LiteRT models (<export_dir>/tflite/) or an ONNX model (<export_dir>/onnx/)
+  at the fixed export size. Returns the SavedModel's or the ONNX model's path, or {weight type:
+  path} of the LiteRT models."""
+  model = _model(settings, model)
+  common = dict(overwrite=settings.export_overwrite, class_names=settings.dataset_info.class_names,
+                palette=settings.dataset_info.palette)
+  height, width = settings.export_size
+  if settings.export_format == "saved_model":
+    from hfgd_tf.export import export_saved_model
+    path = export_saved_model(model, os.path.join(settings.export_dir,
+                                                  str(settings.export_version)),
+                              inputs=settings.export_input, warmup_size=(height, width),
+                              **common, **_protocol(settings))
+    logging.info("SavedModel exported to %s (TF Serving: --model_base_path=%s).", path,
+                 settings.export_dir)
+    return path
+  from hfgd_tf import export_formats
+  if settings.export_format == "tflite":
+    paths = export_formats.export_tflite(model, os.path.join(settings.export_dir, "tflite"),
+                                         height, width, settings.export_tflite_types, **common)
+    logging.info("LiteRT models (single scale, uint8 [1, %d, %d, 3]) exported: %s.", height,
+                 width, ", ".join(paths.values()))
+    return paths
+  path = export_formats.export_onnx(model, os.path.join(settings.export_dir, "onnx"), height,
+                                    width, **common, **_protocol(settings))
+  logging.info("ONNX model (uint8 [N, %d, %d, 3]) exported to %s.", height, width, path)
   return path
 
 

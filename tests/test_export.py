@@ -132,3 +132,51 @@ def test_export_folds_batch_norm_into_convolutions_with_the_same_logits(tmp_path
       isinstance(layer, keras.layers.BatchNormalization) for layer in model._flatten_layers())
   for before, variable in zip(weights, model.weights):  # the model itself is left as it was
     np.testing.assert_array_equal(variable.numpy(), before)
+
+
+def test_the_unrolled_sliding_window_equals_the_loop():
+  """What the fixed-size exports trace (static slices and pads) is the loop's arithmetic."""
+  model = build_model(ModelConfig(num_classes=NUM_CLASSES, backbone="resnet_test",
+                                  encoder_filters=32, decoder_filters=16))
+  images = normalize_image(np.random.RandomState(5).randint(0, 256, (2, 33, 41, 3)))
+  protocol = PROTOCOLS["ms_flip_window"]
+  expected = multi_scale_logits(lambda x: model(x, training=False), images, **protocol).numpy()
+  unrolled = tf.function(lambda x: multi_scale_logits(lambda y: model(y, training=False), x,
+                                                      unroll_window=True, **protocol))
+  np.testing.assert_allclose(unrolled(images).numpy(), expected, rtol=1e-6, atol=1e-6)
+  with pytest.raises(ValueError, match="static image size"):
+    tf.function(lambda x: multi_scale_logits(lambda y: y, x, window=8, unroll_window=True),
+                input_signature=[tf.TensorSpec([1, None, None, 3])]).get_concrete_function()
+
+
+def test_image_bytes_give_each_image_its_own_class_map_padded_to_the_largest():
+  """A batch of PNG and JPEG strings of three sizes: each image's class map and probabilities are
+  those of its decoded pixels alone, in the top-left corner; the rest is -1 and 0."""
+  model = build_model(ModelConfig(num_classes=NUM_CLASSES, backbone="resnet_test",
+                                  encoder_filters=32, decoder_filters=16))
+  module = export.SegmentationExport(model, inputs="both")  # the protocol's code is shared
+  rng = np.random.RandomState(6)
+  pixels = [rng.randint(0, 256, size).astype(np.uint8)
+            for size in [(29, 37, 3), (20, 16, 3), (24, 30, 3)]]
+  encoded = [tf.io.encode_png(pixels[0]), tf.io.encode_jpeg(pixels[1], quality=90),
+             tf.io.encode_png(pixels[2])]
+  served = module.probabilities_from_bytes(tf.stack(encoded))
+  class_maps = module.class_map_from_bytes(tf.stack(encoded))["class_map"].numpy()
+  assert served["class_map"].shape == (3, 29, 37) and served["class_map"].dtype == tf.int32
+  np.testing.assert_array_equal(class_maps, served["class_map"].numpy())
+  np.testing.assert_array_equal(served["height"], [29, 20, 24])
+  np.testing.assert_array_equal(served["width"], [37, 16, 30])
+  for index, (image, data) in enumerate(zip(pixels, encoded)):
+    decoded = tf.io.decode_image(data, channels=3)[None]  # the JPEG's pixels are not the original's
+    expected = module.probabilities(decoded)
+    height, width = image.shape[:2]
+    np.testing.assert_array_equal(class_maps[index, :height, :width], expected["class_map"][0])
+    np.testing.assert_allclose(served["probabilities"][index, :height, :width],
+                               expected["probabilities"][0], rtol=1e-5, atol=1e-6)
+    assert (class_maps[index, height:] == export.PADDED_CLASS).all()
+    assert (class_maps[index, :, width:] == export.PADDED_CLASS).all()
+    assert not served["probabilities"].numpy()[index, height:].any()
+  # The probabilities vary from pixel to pixel: the comparisons above compare something.
+  assert served["probabilities"].numpy()[0].std(axis=(0, 1)).min() > 1e-4
+  with pytest.raises(tf.errors.InvalidArgumentError):
+    module.class_map_from_bytes(tf.constant([b"not an image"]))

@@ -247,12 +247,13 @@ def test_the_whole_chain_runs_in_a_bucket_and_writes_nothing_locally(ram):
   assert len(summary.processed) == 4
   assert len(gfile.glob(f"{ram}/more_predictions/class_map/*.png")) == 4
   export_dir = runs.run(_settings(*common, f"--export_dir={ram}/exports/b", mode="export"))
-  assert export_dir == f"{ram}/exports/b"  # the log names it as given
+  assert export_dir == f"{ram}/exports/b/1"  # the log names it as given; TF Serving's version 1
   assert gfile.listdir(f"{ram}/exports") == ["b"]  # no temporary folder left
+  assert gfile.listdir(f"{ram}/exports/b") == ["1"]
   served = tf.saved_model.load(export_dir).signatures["serving_default"](
       images=tf.zeros([1, 40, 50, 3], tf.uint8))["class_map"]
   assert served.shape == (1, 40, 50)
-  assert atomic_files.read_json(f"{run}/export/export_info.json")["class_names"] == list(
+  assert atomic_files.read_json(f"{run}/export/1/export_info.json")["class_names"] == list(
       builtin.CLASS_NAMES)
   assert verify_dataset.verify(data) == []
   assert gfile.exists(records.info_path(data))

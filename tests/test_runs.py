@@ -36,7 +36,7 @@ def test_a_worker_other_than_the_chief_writes_no_results_predictions_or_export(t
   written = {name: os.path.exists(path) for name, path in (
       ("eval", os.path.join(settings.train.model_dir, "eval_results.json")),
       ("predictions", settings.predict_output_dir),
-      ("export", os.path.join(settings.export_dir, "saved_model.pb")))}
+      ("export", os.path.join(settings.export_dir, "1", "saved_model.pb")))}
   assert written == dict.fromkeys(written, False)
   results = runs.run(_settings(tmp_path, "--mode=eval", mode="eval"))  # from the checkpoint
   assert 0 <= results.mean_iou <= 1

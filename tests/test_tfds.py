@@ -314,7 +314,7 @@ def test_main_trains_evaluates_predicts_and_exports_from_real_pet_shards(tmp_pat
     results = json.load(f)
   assert results["dataset"] == PETS and results["split"] == "test"
   assert sorted(os.listdir(tmp_path / "run" / "predictions"))
-  assert os.path.isfile(tmp_path / "run" / "export" / "saved_model.pb")
+  assert os.path.isfile(tmp_path / "run" / "export" / "1" / "saved_model.pb")
 
 
 def test_tfds_build_names_the_adapters_for_an_unknown_dataset():

@@ -263,7 +263,7 @@ def test_demo_flagfile_trains_evaluates_predicts_exports_and_eval_mode_restores(
   assert len(list((run / "predictions" / "colour").glob("*.png"))) == 4
   with Image.open(run / "demo.png") as picture:  # 4 rows of input | ground truth | prediction
     assert picture.size == (3 * 128 + 2 * 4, 4 * 128 + 3 * 4)
-  assert (run / "export" / "saved_model.pb").exists()
+  assert (run / "export" / "1" / "saved_model.pb").exists()
 
   result = _main(*common, "--mode=eval", "--eval_batch_size=2")
   assert result.returncode == 0, result.stderr[-3000:]
