@@ -171,6 +171,9 @@ def test_dataset_gives_classes_and_sizes():
     (["--hfgm=true", "--decoder=none"], "hfgm=True needs an upsampling decoder"),
     (["--deterministic", "--jit_compile=on"], "--jit_compile: on cannot be deterministic"),
     (["--pretrain_steps=-1"], "--pretrain_steps: must be >= 0, got -1"),
+    (["--export_tflite_types=float32,int4"], "--export_tflite_types: expected some of "
+                                              "float32,float16,int8"),
+    (["--export_version=0"], "--export_version: must be > 0"),
     (["--pretrain_steps=5", f"--backbone_weights={os.path.abspath(__file__)}"],
      "--pretrain_steps: pretraining writes the backbone's weights, but --backbone_weights="),
     (["--mode=pretrain"], "--pretrain_steps: mode=pretrain needs --pretrain_steps > 0"),
