@@ -43,6 +43,19 @@ def is_zero(grads):
   return all(g is None or not np.any(g.numpy()) for g in grads)
 
 
+@pytest.fixture(scope="module")
+def model_of_stride():
+  """The float32 tiny HFGD of each decoder output stride, built once for the module's tests that
+  only call it (a build costs more than the calls at these sizes)."""
+  models = {}
+
+  def model(output_stride):
+    if output_stride not in models:
+      models[output_stride] = build_model(tiny_config(decoder_output_stride=output_stride))
+    return models[output_stride]
+  return model
+
+
 def main_loss(outputs, labels):
   return cross_entropy(outputs["logits"], labels)
 
@@ -93,8 +106,8 @@ def test_baselines_without_hfgm_let_the_main_loss_reach_the_backbone(overrides):
 
 @pytest.mark.parametrize("size", [513, 64, 65, 97, 100])
 @pytest.mark.parametrize("output_stride", [4, 2])
-def test_outputs_at_input_resolution(size, output_stride):
-  model = build_model(tiny_config(decoder_output_stride=output_stride))
+def test_outputs_at_input_resolution(size, output_stride, model_of_stride):
+  model = model_of_stride(output_stride)
   images, labels = batch(size)
   outputs = model({"image": images, "label": labels}, training=True)
   for name in ("logits", "cae_logits"):
@@ -103,8 +116,8 @@ def test_outputs_at_input_resolution(size, output_stride):
   assert model(images, training=False).shape == (2, size, size, NUM_CLASSES)
 
 
-def test_non_square_dynamic_shape_in_a_graph():
-  model = build_model(tiny_config(decoder_output_stride=2))
+def test_non_square_dynamic_shape_in_a_graph(model_of_stride):
+  model = model_of_stride(2)
   serve = tf.function(lambda x: model(x, training=False),
                       input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
   assert serve(tf.zeros([1, 70, 45, 3])).shape == (1, 70, 45, NUM_CLASSES)
@@ -157,8 +170,8 @@ def test_config_validation_names_the_field():
     ModelConfig.from_dict({"colour": 1})
 
 
-def test_model_config_round_trip_gives_the_same_model():
-  model = build_model(tiny_config(decoder_output_stride=2))
+def test_model_config_round_trip_gives_the_same_model(model_of_stride):
+  model = model_of_stride(2)
   clone = SegmentationModel.from_config(model.get_config())
   assert clone.config == model.config
   images, _ = batch(33)
