@@ -119,6 +119,19 @@ def _parse_window(value):
   return height, width
 
 
+def _parse_rescale(value):
+  """'long,short' -> (long, short); unset or empty (a flagfile's setting turned off) -> None."""
+  if not value:
+    return None
+  try:
+    long_side, short_side = (int(part) for part in value.split(","))
+  except ValueError:
+    raise ValueError(f"expected 'long,short' (e.g. 2048,512) or nothing, got {value!r}") from None
+  if long_side <= 0 or short_side <= 0:
+    raise ValueError(f"sides must be > 0, got {value!r}")
+  return long_side, short_side
+
+
 @dataclasses.dataclass
 class AugmentConfig:
   """Training augmentation; defaults are the HFGD-era iDS ones at crop 513.
@@ -272,6 +285,12 @@ class EvalConfig:
                          check=POSITIVE, from_dataset=True)
   max_examples: Optional[int] = flag(None, "Evaluate only the first N examples.",
                                      name="max_eval_examples", check=POSITIVE)
+  rescale: Optional[Tuple[int, int]] = flag(
+      None, "'long,short' (e.g. 2048,512 for ADE20K, as mmseg tests): resize each eval image "
+      "keeping its ratio so its sides fit, batch it with images of its size (no padding to the "
+      "eval size, which is then unused) and score the prediction resized back to the label's "
+      "own resolution; unset: pad every image to the eval size, as the original did.",
+      name="eval_rescale", kind="string", parse=_parse_rescale)
   jit_compile: str = flag("auto", shared=True)
 
 

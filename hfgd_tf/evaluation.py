@@ -95,6 +95,30 @@ def iou_from_confusion(confusion_matrix, num_images=0):
       num_images=int(num_images))
 
 
+def class_map_at_label_size(logits, batch):
+  """The predicted classes of rescaled images at their labels' resolution (mmseg's protocol).
+
+  logits: float32 [B, h, w, K] of the padded rescaled images; batch["scaled_height"/"_width"] [B]
+  their rescaled sizes, batch["height"/"width"] [B] the original ones, batch["label"] [B, H, W]
+  the labels (padded to the largest). Each image's logits are cropped to its rescaled size,
+  resized bilinearly to its original size and argmaxed, one image at a time (so at most one
+  image's full-resolution logits exist); returns int32 [B, H, W] (padding: class 0, not counted).
+  """
+  canvas = tf.shape(batch["label"])[1:3]
+
+  def one_image(args):
+    image_logits, scaled_height, scaled_width, height, width = args
+    valid = image_logits[:scaled_height, :scaled_width]  # [sh, sw, K]
+    full = tf.image.resize(valid[None], tf.stack([height, width]))[0]  # [height, width, K]
+    classes = tf.argmax(full, -1, output_type=tf.int32)
+    return tf.pad(classes, [[0, canvas[0] - height], [0, canvas[1] - width]])  # [H, W]
+
+  return tf.map_fn(
+      one_image, (logits, batch["scaled_height"], batch["scaled_width"], batch["height"],
+                  batch["width"]),
+      fn_output_signature=tf.TensorSpec([None, None], tf.int32), parallel_iterations=1)
+
+
 def evaluate(model, dataset, num_classes, scales=SS_SCALES, flip=False, window=None,
              strategy: Optional[tf.distribute.Strategy] = None, ignore_label=IGNORE_LABEL,
              log_every=50, jit_compile=False) -> EvalResults:
@@ -102,7 +126,9 @@ def evaluate(model, dataset, num_classes, scales=SS_SCALES, flip=False, window=N
 
   Each batch is distributed over the strategy's replicas (the default strategy when None) and runs
   the inference protocol (`inference.model_logits`) in one `tf.function` step; predictions are the
-  argmax of the averaged logits, compiled with XLA when `jit_compile` (once per batch shape).
+  argmax of the averaged logits, compiled with XLA when `jit_compile` (once per batch shape). Batches
+  of rescaled images (`pipeline.eval_dataset(rescale=...)`) are scored at their labels' resolution
+  (`class_map_at_label_size`).
   """
   strategy = strategy or tf.distribute.get_strategy()
   with strategy.scope():
@@ -111,11 +137,21 @@ def evaluate(model, dataset, num_classes, scales=SS_SCALES, flip=False, window=N
   def predict(images):
     return class_map(model_logits(model, images, scales, flip, window))
 
+  def logits(images):
+    return model_logits(model, images, scales, flip, window)
+
   predict = tf.function(predict, jit_compile=True) if jit_compile else predict
+  logits = tf.function(logits, jit_compile=True) if jit_compile else logits
+  rescaled = "scaled_height" in dataset.element_spec
+
+  def predictions_of(batch):
+    if rescaled:  # images resized by the pipeline: predict at the label's own resolution
+      return class_map_at_label_size(logits(batch["image"]), batch)
+    return predict(batch["image"])
 
   def replica_step(batch):
     # The last batch may leave a replica no images, and the model cannot run on an empty batch.
-    predictions = tf.cond(tf.shape(batch["image"])[0] > 0, lambda: predict(batch["image"]),
+    predictions = tf.cond(tf.shape(batch["image"])[0] > 0, lambda: predictions_of(batch),
                           lambda: tf.zeros_like(batch["label"]))
     matrix.update(batch["label"], predictions, batch["height"], batch["width"])
     return tf.shape(batch["label"])[0]
@@ -128,9 +164,10 @@ def evaluate(model, dataset, num_classes, scales=SS_SCALES, flip=False, window=N
   # take every n-th batch (an eval split may be one file, too few to share out by file).
   options = tf.data.Options()
   options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+  keys = ("image", "label", "height", "width") + (
+      ("scaled_height", "scaled_width") if rescaled else ())
   dataset = strategy.experimental_distribute_dataset(dataset.map(
-      lambda batch: {key: batch[key] for key in ("image", "label", "height", "width")}
-  ).with_options(options))
+      lambda batch: {key: batch[key] for key in keys}).with_options(options))
   # One trace for the element spec (batch size unknown), not one per batch size.
   step = tf.function(step, input_signature=[dataset.element_spec])
   start = time.time()
@@ -188,14 +225,15 @@ class PeriodicEval:
 
   def __init__(self, file_pattern, num_classes, eval_height, eval_width, batch_size,
                max_examples=None, ignore_label=IGNORE_LABEL, ids_ignore_label=IGNORE_LABEL,
-               jit_compile=False, strategy: Optional[tf.distribute.Strategy] = None):
+               jit_compile=False, strategy: Optional[tf.distribute.Strategy] = None,
+               rescale=None):
     self.num_classes = num_classes
     self.ignore_label = ignore_label
     self.jit_compile = jit_compile
     self.strategy = strategy or tf.distribute.get_strategy()
     self.dataset = pipeline.eval_dataset(
         file_pattern, batch_size, eval_height, eval_width, ignore_label=ignore_label,
-        max_examples=max_examples, ids_ignore_label=ids_ignore_label)
+        max_examples=max_examples, ids_ignore_label=ids_ignore_label, rescale=rescale)
     # The few sample images run whole on every replica (no collective, so each worker may alone);
     # the first replica's predictions are kept.
     self._predict = tf.function(lambda model, images: self.strategy.experimental_local_results(
@@ -209,7 +247,7 @@ class PeriodicEval:
 
   def sample(self, model, count=4):
     """(images [n, H, W, 3] in [-1, 1], labels [n, H, W], predictions [n, H, W]) of the first
-    eval batch."""
+    eval batch (with `rescale`, labels at their own resolution: other H, W)."""
     batch = next(iter(self.dataset))
     images, labels = batch["image"][:count], batch["label"][:count]
     return images, labels, self._predict(model, images)

@@ -96,7 +96,7 @@ def run_train(settings, strategy=None):
                             settings.eval.batch_size, settings.eval.max_examples,
                             ids_ignore_label=ids_ignore_label,
                             jit_compile=use_jit_compile(settings.eval.jit_compile, strategy),
-                            strategy=strategy)
+                            strategy=strategy, rescale=settings.eval.rescale)
   trainer = training.Trainer(settings.model, settings.train, strategy,
                              palette=settings.dataset_info.palette, validation=validation,
                              ids_ignore_label=ids_ignore_label, resume_point=resume_point)
@@ -131,7 +131,7 @@ def run_eval(settings, model=None, strategy=None):
       _eval_source(settings), settings.eval.batch_size, settings.eval.eval_height,
       settings.eval.eval_width, ignore_label=ignore_label,
       max_examples=settings.eval.max_examples,
-      ids_ignore_label=settings.dataset_info.ids_ignore_label)
+      ids_ignore_label=settings.dataset_info.ids_ignore_label, rescale=settings.eval.rescale)
   results = evaluation.evaluate(model, dataset, settings.model.num_classes, strategy=strategy,
                                 ignore_label=ignore_label,
                                 jit_compile=use_jit_compile(settings.eval.jit_compile, strategy),

@@ -10,7 +10,8 @@ What it reproduces from the original (reference §1.3, §7), on Keras 3:
   * synchronized BN when there is more than one replica, plain BN on one;
   * mixed precision float16 (dynamic loss scaling) or bfloat16, set before the model is built.
 
-The step from the batch on is compiled with XLA under --jit_compile (the iterator stays outside);
+The step from the batch on is compiled with XLA under --jit_compile (the iterator stays outside;
+with several replicas on a worker it is not: distribution.train_step_jit_compile);
 --steps_per_loop=N runs N steps per call in a tf.range loop, ending early at any step that logs,
 saves, evaluates or writes images.
 
@@ -88,6 +89,9 @@ def non_finite_on_every_replica(gradients):
   context = tf.distribute.get_replica_context()
   if context.num_replicas_in_sync == 1:
     return gradients
+  # Dense (a gather's IndexedSlices, e.g. Swin's position-bias table, cannot be multiplied).
+  gradients = [None if gradient is None else tf.convert_to_tensor(gradient)
+               for gradient in gradients]
   finite = tf.reduce_all(tf.stack(
       [tf.reduce_all(tf.math.is_finite(gradient)) for gradient in gradients
        if gradient is not None]))

@@ -72,20 +72,26 @@ def jit_auto_is_off(strategy, data_dir, work_dir):
 
 
 def float16_overflow_on_replica_1(strategy, data_dir, work_dir):
-  """One float16 step whose gradients overflow on replica 1 only (its loss x 1e5: finite forward,
-  inf backward at scale 32768): weights before/after and the loss scale after."""
+  """One float16 step in which one gradient is non-finite on replica 1 only: its loss gains
+  3e38 x sum(w) of one kernel, whose gradient at loss scale 4 is inf (float32's largest is 3.4e38),
+  off every synchronized BN, which would all-reduce an inf into replica 0's gradients too. The
+  scale starts at 4 (the initial 32768 overflows this model's float16 gradients on every replica).
+  Returns the weights' state after the step and the loss scale before/after."""
   losses = training.segmentation_losses
+  overflowing = {}
 
   def overflowing_on_replica_1(outputs, labels, model_config):
     total, terms = losses(outputs, labels, model_config)
     replica = tf.distribute.get_replica_context().replica_id_in_sync_group
-    factor = tf.where(tf.equal(replica, 1), 1e5, 1.0)
-    return total * factor, terms
+    factor = tf.where(tf.equal(replica, 1), 3e38, 0.0)
+    return total + factor * tf.reduce_sum(overflowing["kernel"]), terms
   training.segmentation_losses = overflowing_on_replica_1
   try:
     trainer = training.Trainer(
         MODEL, _config(data_dir, work_dir, "float16", mixed_precision="float16",
                        jit_compile="off"), strategy)
+    overflowing["kernel"] = trainer.model.trainable_variables[-1]
+    trainer.optimizer.dynamic_scale.assign(4.0)
     before = [variable.numpy() for variable in trainer.model.weights]
     trainer._train_step(trainer.iterator)
   finally:
@@ -97,8 +103,7 @@ def float16_overflow_on_replica_1(strategy, data_dir, work_dir):
       "trainable_unchanged": all(
           np.array_equal(old, new) for old, new, variable in zip(
               before, after, trainer.model.weights) if id(variable) in trainable),
-      "scale": [float(trainer.optimizer.initial_scale),
-                float(trainer.optimizer.dynamic_scale.numpy())],
+      "scale": [4.0, float(trainer.optimizer.dynamic_scale.numpy())],
   }
 
 
@@ -146,9 +151,29 @@ def periodic_eval_replicas(strategy, data_dir, work_dir):
                                               predictions.shape.as_list()]}
 
 
+def rescaled_eval_on_two_replicas(strategy, data_dir, work_dir):
+  """Confusion matrices of rescaled eval (pipeline.eval_dataset(rescale=...)) on the varied-size
+  records DATA_DIR/varied-*.tfrecord: the 2-replica one and the one-device one."""
+  del work_dir
+  from hfgd_tf import evaluation  # pylint: disable=import-outside-toplevel
+  from hfgd_tf.data import pipeline  # pylint: disable=import-outside-toplevel
+  keras.mixed_precision.set_global_policy("float32")
+  config = ModelConfig(num_classes=6, backbone="resnet_test", encoder_filters=16,
+                       decoder_filters=16)
+  single_model = build_model(config)
+  with strategy.scope():
+    model = build_model(config)
+  model.set_weights(single_model.get_weights())
+  dataset = pipeline.eval_dataset(os.path.join(data_dir, "varied-*.tfrecord"), 2, 8, 8,
+                                  rescale=(64, 32))
+  results = [evaluation.evaluate(subject, dataset, 6, strategy=where, log_every=0)
+             for subject, where in ((single_model, None), (model, strategy))]
+  return [result.confusion_matrix.tolist() for result in results]
+
+
 CHECKS = {check.__name__: check for check in (
     jit_on_is_refused, jit_auto_is_off, float16_overflow_on_replica_1, drop_path_masks,
-    periodic_eval_replicas)}
+    periodic_eval_replicas, rescaled_eval_on_two_replicas)}
 
 
 def main(data_dir, work_dir, names):

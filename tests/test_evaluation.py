@@ -236,3 +236,84 @@ def test_evaluate_on_the_builtin_eval_pipeline(tmp_path):
   assert 0.0 <= results.mean_iou <= 1.0
   assert all(name in evaluation.format_results(results, info.class_names)
              for name in info.class_names)
+
+
+# Varied sizes, as ADE20K's; under rescale=(64, 32) the first and last share a 32x64 bucket.
+VARIED_SIZES = [(40, 90), (90, 40), (30, 30), (41, 47), (24, 100), (45, 100)]
+BLOCK_CLASSES = 6  # tests/test_input_pipeline.py's block labels
+
+
+def write_varied_records(path):
+  """Block-label examples of VARIED_SIZES in one TFRecord file at `path`; returns it."""
+  from tests.test_input_pipeline import _block_example, _write_records  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(1)
+  return _write_records(path, [_block_example(rng, height, width, f"ex{index}")
+                               for index, (height, width) in enumerate(VARIED_SIZES)])
+
+
+def _mmseg_size(height, width, long_side=64, short_side=32):
+  scale = min(long_side / max(height, width), short_side / min(height, width))
+  return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+def test_rescaled_eval_batches_are_bucketed_by_size_with_labels_as_they_are(tmp_path,
+                                                                             monkeypatch):
+  from hfgd_tf.data import pipeline  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(pipeline, "RESCALE_BUCKET", 16)
+  records = write_varied_records(tmp_path / "val-00000-of-00001.tfrecord")
+  labels = {example["filename"].numpy().decode(): example["label"].numpy()
+            for example in pipeline.examples(records)}
+  # eval_height/width (8) are not used: the pad-only pipeline would refuse every image.
+  batches = list(pipeline.eval_dataset(records, 2, 8, 8, rescale=(64, 32)))
+  seen = []
+  for batch in batches:
+    _, bucket_height, bucket_width, _ = batch["image"].shape
+    for index, name in enumerate(n.decode() for n in batch["filename"].numpy()):
+      height, width = labels[name].shape
+      scaled = _mmseg_size(height, width)
+      assert [int(batch[key][index]) for key in ("height", "width", "scaled_height",
+                                                 "scaled_width")] == [height, width, *scaled]
+      assert (bucket_height, bucket_width) == (-(-scaled[0] // 16) * 16, -(-scaled[1] // 16) * 16)
+      assert not np.any(batch["image"][index, scaled[0]:].numpy())  # padding is 0
+      np.testing.assert_array_equal(batch["label"][index, :height, :width], labels[name])
+      assert np.all(batch["label"][index, height:].numpy() == 255)
+      seen.append(name)
+  assert sorted(seen) == sorted(labels)
+  assert [b["image"].shape[1:3] for b in batches if len(b["filename"]) == 2] == [(32, 64)]
+  assert max(b["image"].shape[1] * b["image"].shape[2] for b in batches) == 64 * 32
+
+
+def test_rescaled_eval_counts_every_pixel_at_the_label_resolution(tmp_path):
+  from hfgd_tf.data import pipeline  # pylint: disable=import-outside-toplevel
+  from hfgd_tf.ops import normalize_image  # pylint: disable=import-outside-toplevel
+  records = write_varied_records(tmp_path / "val-00000-of-00001.tfrecord")
+  kernel = tf.constant(np.random.RandomState(2).randn(1, 1, 3, BLOCK_CLASSES), tf.float32)
+  model = lambda images, training=False: tf.nn.conv2d(images, kernel, 1, "SAME")  # local
+  results = evaluation.evaluate(
+      model, pipeline.eval_dataset(records, 2, 8, 8, rescale=(64, 32)), BLOCK_CLASSES)
+  # Independently, image by image without padding: mmseg's resize, logits resized back.
+  expected = np.zeros([BLOCK_CLASSES] * 2, np.int64)
+  for example in pipeline.examples(records):
+    label = example["label"].numpy()
+    image = tf.image.resize(example["image"][None], _mmseg_size(*label.shape))
+    logits = tf.image.resize(model(normalize_image(image)), label.shape)
+    expected += numpy_confusion(label, np.argmax(logits[0].numpy(), -1), BLOCK_CLASSES,
+                                np.ones(label.shape, bool))
+  np.testing.assert_array_equal(results.confusion_matrix, expected)
+  assert expected.sum() == sum(height * width for height, width in VARIED_SIZES)
+
+
+def test_ade20k_experiments_evaluate_rescaled_and_an_empty_flag_pads_again():
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  from hfgd_tf.flagfiles import expand_flagfiles  # pylint: disable=import-outside-toplevel
+  from hfgd_tf.flags import define_all_flags, run_config_from_flags  # pylint: disable=import-outside-toplevel
+  flagfile = os.path.join(ROOT, "experiments", "ade20k", "hfgd-os4_r50_bs16-160k_ade20k-150-512.cfg")
+
+  def rescale(*arguments):
+    flag_values = flags.FlagValues()
+    define_all_flags(flag_values)
+    flag_values(expand_flagfiles(["main.py", f"--flagfile={flagfile}", *arguments,
+                                  "--mode=flops"]))
+    return run_config_from_flags(flag_values, "flops").eval.rescale
+  assert rescale() == (2048, 512)
+  assert rescale("--eval_rescale=") is None

@@ -1,5 +1,5 @@
-"""Right with more than one replica: XLA's train step, float16 loss scaling, DropPath masks and
-periodic eval, each checked on two logical CPU devices (tests/replica_checks.py, in one
+"""Right with more than one replica: XLA's train step, float16 loss scaling, DropPath masks,
+periodic eval and rescaled (ADE20K) eval, each checked on two logical CPU devices (tests/replica_checks.py, in one
 subprocess), and the train step's XLA rule for the strategies this machine cannot start."""
 
 import json
@@ -15,6 +15,7 @@ import tensorflow as tf
 from datasets.builtin import ensure_builtin_dataset
 from hfgd_tf import distribution
 from hfgd_tf.config import FlagError
+from tests.test_evaluation import VARIED_SIZES, write_varied_records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHECKS = os.path.join(ROOT, "tests", "replica_checks.py")
@@ -25,8 +26,9 @@ def replica_results(tmp_path_factory):
   """Every check of replica_checks.py in one process (~90 s of CPU: float16 is slow on CPUs)."""
   data_dir = ensure_builtin_dataset(str(tmp_path_factory.mktemp("builtin")), num_train=8,
                                     num_val=4)
+  write_varied_records(os.path.join(data_dir, "varied-00000-of-00001.tfrecord"))
   names = ["jit_on_is_refused", "jit_auto_is_off", "float16_overflow_on_replica_1",
-           "drop_path_masks", "periodic_eval_replicas"]
+           "drop_path_masks", "periodic_eval_replicas", "rescaled_eval_on_two_replicas"]
   result = subprocess.run(
       [sys.executable, CHECKS, data_dir, str(tmp_path_factory.mktemp("work")), *names],
       capture_output=True, text=True, timeout=900, check=False,
@@ -58,7 +60,7 @@ def test_jit_compile_auto_is_off_with_two_local_replicas_and_trains(replica_resu
 def test_float16_overflow_on_one_replica_skips_the_step_everywhere(replica_results):
   result = _result(replica_results, "float16_overflow_on_replica_1")
   assert result["finite"] and result["trainable_unchanged"], result
-  assert result["scale"] == [32768.0, 16384.0]  # lowered once
+  assert result["scale"] == [4.0, 2.0]  # lowered once
 
 
 @pytest.mark.slow
@@ -76,6 +78,14 @@ def test_periodic_eval_and_image_samples_run_on_every_replica(replica_results):
   assert result["evaluate"] == [2] and result["sample"] == [2]
   assert 0.0 <= result["miou"] <= 1.0
   assert result["shapes"] == [[2, 129, 129], [2, 129, 129]]
+
+
+@pytest.mark.slow
+def test_rescaled_eval_on_two_replicas_counts_what_one_device_counts(replica_results):
+  single, mirrored = (np.array(matrix) for matrix in _result(replica_results,
+                                                               "rescaled_eval_on_two_replicas"))
+  np.testing.assert_array_equal(mirrored, single)
+  assert single.sum() == sum(height * width for height, width in VARIED_SIZES)
 
 
 def _stand_in(worker_devices, num_replicas_in_sync):

@@ -87,22 +87,48 @@ def train_dataset(source, batch_size, augment: AugmentConfig, seed: Optional[int
   return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
+# Rescaled eval images are padded up to a multiple of this, and batched with others of that size.
+RESCALE_BUCKET = 128
+
+
+def rescaled_size(height, width, rescale):
+  """mmseg's keep-ratio rescale of an image to `rescale` = (long, short): the largest scale at
+  which its long side is <= long and its short side <= short; sides int(side * scale + 0.5).
+  height, width: int32 scalars; returns int32 (height, width)."""
+  long_side, short_side = rescale
+  sides = tf.cast(tf.stack([height, width]), tf.float32)
+  scale = tf.minimum(long_side / tf.reduce_max(sides), short_side / tf.reduce_min(sides))
+  new = tf.cast(sides * scale + 0.5, tf.int32)
+  return new[0], new[1]
+
+
 def eval_dataset(source, batch_size, eval_height, eval_width, ignore_label=IGNORE_LABEL,
                  input_context: Optional[tf.distribute.InputContext] = None, validate_labels=False,
                  num_classes: Optional[int] = None, ids_ignore_label=IGNORE_LABEL,
-                 max_examples: Optional[int] = None) -> tf.data.Dataset:
+                 max_examples: Optional[int] = None, rescale=None) -> tf.data.Dataset:
   """One pass, in a fixed order, of padded evaluation batches (last batch may be smaller):
   dict(image float32 [B, eH, eW, 3] normalised (padding -> 0), label int32 [B, eH, eW] padded with
   ignore, height/width int32 [B] original sizes, filename string [B]). `max_examples`: only the
   first that many examples (of this input pipeline).
 
   An image larger than eval_height x eval_width is an error naming it (no resize is done).
+  With `rescale` = (long, short) instead (mmseg's test resize, e.g. (2048, 512) for ADE20K), each
+  image is resized bilinearly keeping its ratio (`rescaled_size`) and padded up to a multiple of
+  RESCALE_BUCKET; images of one padded size are batched together (so a batch is never padded to
+  the largest image of the split) and eval_height/eval_width are not used. The label stays at its
+  original resolution, padded with ignore to the batch's largest, and scaled_height/scaled_width
+  int32 [B] give the rescaled sizes: predictions are resized back to the label (evaluation.py).
   `source`: file patterns of TFRecord shards, or an ExampleSource.
   """
   source = as_source(source, True, ids_ignore_label)
   ds = source.read(input_context=input_context)
   if input_context is not None:
     batch_size = input_context.get_per_replica_batch_size(batch_size)
+  if max_examples:
+    ds = ds.take(max_examples)
+  if rescale is not None:
+    return _rescaled_eval_batches(ds, source, batch_size, rescale, ignore_label, validate_labels,
+                                  num_classes)
 
   def parse_and_pad(element):
     example = _decoded(source, element, validate_labels, num_classes, ignore_label)
@@ -118,10 +144,39 @@ def eval_dataset(source, batch_size, eval_height, eval_width, ignore_label=IGNOR
             "label": tf.ensure_shape(label, [eval_height, eval_width]),
             "height": height, "width": width, "filename": example["filename"]}
 
-  if max_examples:
-    ds = ds.take(max_examples)
   ds = ds.map(parse_and_pad, num_parallel_calls=tf.data.AUTOTUNE)
   return ds.batch(batch_size, drop_remainder=False).prefetch(tf.data.AUTOTUNE)
+
+
+def _rescaled_eval_batches(ds, source, batch_size, rescale, ignore_label, validate_labels,
+                           num_classes):
+  """eval_dataset's batches with `rescale`: images resized and bucketed, labels as they are."""
+
+  def parse_and_rescale(element):
+    example = _decoded(source, element, validate_labels, num_classes, ignore_label)
+    image, label = example["image"], example["label"]
+    height, width = tf.shape(label)[0], tf.shape(label)[1]
+    scaled_height, scaled_width = rescaled_size(height, width, rescale)
+    image = tf.image.resize(image, [scaled_height, scaled_width])  # bilinear, as mmseg's
+    bucket_height = -(-scaled_height // RESCALE_BUCKET) * RESCALE_BUCKET
+    bucket_width = -(-scaled_width // RESCALE_BUCKET) * RESCALE_BUCKET
+    image = tf.pad(normalize_image(image), [[0, bucket_height - scaled_height],
+                                            [0, bucket_width - scaled_width], [0, 0]])
+    return {"image": image, "label": label, "height": height, "width": width,
+            "scaled_height": scaled_height, "scaled_width": scaled_width,
+            "filename": example["filename"]}
+
+  def bucket(element):
+    shape = tf.cast(tf.shape(element["image"])[:2] // RESCALE_BUCKET, tf.int64)
+    return shape[0] * 1024 + shape[1]
+
+  padding = {"image": 0.0, "label": ignore_label, "height": 0, "width": 0, "scaled_height": 0,
+             "scaled_width": 0, "filename": ""}
+  ds = ds.map(parse_and_rescale, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.group_by_window(
+      bucket, lambda _, window: window.padded_batch(batch_size, padding_values=padding),
+      window_size=batch_size)
+  return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def examples(source, ids_ignore_label=IGNORE_LABEL) -> tf.data.Dataset:
