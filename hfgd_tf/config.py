@@ -7,9 +7,10 @@
   RunSettings    all of the above plus the mode's own settings, resolved and cross-checked.
 
 Each field is the flag of the same name, with the field's type and default (hfgd_tf/flags/
-defines them from here), except three whose bare name would not say what it sets among all the
+defines them from here), except four whose bare name would not say what it sets among all the
 flags (`flag(..., name=...)`): AugmentConfig.flip is --random_flip, EvalConfig.batch_size is
---eval_batch_size and EvalConfig.max_examples is --max_eval_examples. `flag(...)` adds its help and
+--eval_batch_size, EvalConfig.max_examples is --max_eval_examples and EvalConfig.rescale is
+--eval_rescale. `flag(...)` adds its help and
 checks, `not_a_flag(...)` marks the few fields that the dataset or the trainer fill. Nothing here
 imports TensorFlow.
 """

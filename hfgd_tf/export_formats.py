@@ -20,16 +20,14 @@ Both compute in float32 whatever the run's --mixed_precision (a bfloat16 graph i
 CPU runtimes execute well, if at all).
 """
 
-import contextlib
 import os
 from typing import Optional, Sequence
 
-import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from hfgd_tf import atomic_files
+from hfgd_tf import atomic_files, precision
 from hfgd_tf.config import TFLITE_TYPES
 from hfgd_tf.export import INFO_FILE, SegmentationExport
 from hfgd_tf.inference import SS_SCALES
@@ -39,21 +37,8 @@ ONNX_OPSET = 17
 EXTRAS_HINT = "pip install -r requirements-export.txt"
 
 
-@contextlib.contextmanager
-def _float32_policy():
-  """Keras' global dtype policy float32 within the block, then the run's again: the folded copy
-  of a model trained in bfloat16 is built to compute in float32 (what LiteRT and ONNX runtimes
-  run on CPUs; LiteRT's float16 is a weight type, below)."""
-  policy = keras.mixed_precision.global_policy()
-  keras.mixed_precision.set_global_policy("float32")
-  try:
-    yield
-  finally:
-    keras.mixed_precision.set_global_policy(policy)
-
-
 def _module(model, scales=SS_SCALES, flip=False, window=None):
-  with _float32_policy():
+  with precision.float32_policy():
     return SegmentationExport(model, scales, flip, window, inputs="image_tensor")
 
 

@@ -7,6 +7,7 @@ trained), and nothing else sets the policy. benchmarks/device_check.py calls it 
 own --precision (bfloat16 by default) for every recipe it times.
 """
 
+import contextlib
 import dataclasses
 import os
 import random
@@ -66,3 +67,16 @@ def prepare_numerics(train, strategy=None):
   mixed_precision = resolve_mixed_precision(train.mixed_precision, strategy, train.distribution)
   keras.mixed_precision.set_global_policy(POLICIES[mixed_precision])
   return dataclasses.replace(train, mixed_precision=mixed_precision)
+
+
+@contextlib.contextmanager
+def float32_policy():
+  """Keras' global dtype policy float32 within the block, the run's again after it: the LiteRT
+  and ONNX exports build their folded copy of a model trained in mixed precision to compute in
+  float32 (hfgd_tf/export_formats.py), what their CPU runtimes execute."""
+  policy = keras.mixed_precision.global_policy()
+  keras.mixed_precision.set_global_policy("float32")
+  try:
+    yield
+  finally:
+    keras.mixed_precision.set_global_policy(policy)

@@ -80,9 +80,13 @@ def machine():
 def _strategy_line(strategy, distribution):
   if strategy is None:
     return "strategy: none (this mode runs on TensorFlow's default device)"
+  try:
+    worker_devices = strategy.extended.worker_devices
+  except RuntimeError:  # TensorFlow's default strategy lists none
+    return "strategy: TensorFlow's default (one device)"
   # Local devices by their short names (CPU:0, GPU:1); other hosts' in full.
   devices = [device.split("/device:")[-1] if device.startswith("/job:localhost/") else device
-             for device in strategy.extended.worker_devices]
+             for device in worker_devices]
   shown = ", ".join(devices[:4]) + (f", ... ({len(devices)} in all)" if len(devices) > 4 else "")
   return (f"strategy: {type(strategy).__name__} (--distribution={distribution}), "
           f"{strategy.num_replicas_in_sync} replica(s) on {shown}")

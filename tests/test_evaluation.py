@@ -240,12 +240,12 @@ def test_evaluate_on_the_builtin_eval_pipeline(tmp_path):
 
 # Varied sizes, as ADE20K's; under rescale=(64, 32) the first and last share a 32x64 bucket.
 VARIED_SIZES = [(40, 90), (90, 40), (30, 30), (41, 47), (24, 100), (45, 100)]
-BLOCK_CLASSES = 6  # tests/test_input_pipeline.py's block labels
+BLOCK_CLASSES = 6  # tests/test_data_pipeline.py's block labels
 
 
 def write_varied_records(path):
   """Block-label examples of VARIED_SIZES in one TFRecord file at `path`; returns it."""
-  from tests.test_input_pipeline import _block_example, _write_records  # pylint: disable=import-outside-toplevel
+  from tests.test_data_pipeline import _block_example, _write_records  # pylint: disable=import-outside-toplevel
   rng = np.random.default_rng(1)
   return _write_records(path, [_block_example(rng, height, width, f"ex{index}")
                                for index, (height, width) in enumerate(VARIED_SIZES)])
@@ -306,7 +306,7 @@ def test_rescaled_eval_counts_every_pixel_at_the_label_resolution(tmp_path):
 def test_ade20k_experiments_evaluate_rescaled_and_an_empty_flag_pads_again():
   from absl import flags  # pylint: disable=import-outside-toplevel
   from hfgd_tf.flagfiles import expand_flagfiles  # pylint: disable=import-outside-toplevel
-  from hfgd_tf.flags import define_all_flags, run_config_from_flags  # pylint: disable=import-outside-toplevel
+  from hfgd_tf.flags import checked_settings_from_flags, define_all_flags  # pylint: disable=import-outside-toplevel
   flagfile = os.path.join(ROOT, "experiments", "ade20k", "hfgd-os4_r50_bs16-160k_ade20k-150-512.cfg")
 
   def rescale(*arguments):
@@ -314,6 +314,6 @@ def test_ade20k_experiments_evaluate_rescaled_and_an_empty_flag_pads_again():
     define_all_flags(flag_values)
     flag_values(expand_flagfiles(["main.py", f"--flagfile={flagfile}", *arguments,
                                   "--mode=flops"]))
-    return run_config_from_flags(flag_values, "flops").eval.rescale
+    return checked_settings_from_flags(flag_values, "flops").eval.rescale
   assert rescale() == (2048, 512)
   assert rescale("--eval_rescale=") is None

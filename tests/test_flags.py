@@ -105,7 +105,8 @@ def test_the_flags_not_named_as_their_field_are_those_config_py_names():
              if flag_name(field) != field.name}
   assert renamed == {"AugmentConfig.flip": "random_flip",
                      "EvalConfig.batch_size": "eval_batch_size",
-                     "EvalConfig.max_examples": "max_eval_examples"}
+                     "EvalConfig.max_examples": "max_eval_examples",
+                     "EvalConfig.rescale": "eval_rescale"}
   documented = " ".join(config.__doc__.split())
   assert all(f"{field} is --{name}" in documented for field, name in renamed.items())
 

@@ -22,6 +22,8 @@ PAPER_FLAGFILE = os.path.join(
 
 
 def _fake_gpus(monkeypatch, devices, capability):
+  devices = [tf.config.PhysicalDevice(f"/physical_device:{kind}:{index}", kind)
+             for index, kind in enumerate(devices)]
   monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: devices)
   monkeypatch.setattr(tf.config.experimental, "get_device_details",
                       lambda device: {"compute_capability": capability})
@@ -119,3 +121,13 @@ def test_nothing_else_sets_the_global_policy():
           if re.search(r"set_global_policy\(", source.read()):
             callers.append(os.path.relpath(path, ROOT))
   assert not callers
+
+
+def test_float32_policy_holds_within_the_block_and_restores_the_runs_after():
+  keras.mixed_precision.set_global_policy("mixed_bfloat16")
+  try:
+    with precision.float32_policy():
+      assert keras.mixed_precision.global_policy().name == "float32"
+    assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+  finally:
+    keras.mixed_precision.set_global_policy("float32")
