@@ -1,4 +1,4 @@
-"""`python -m datasets.visualize`, the old name of `python -m tools.visualize_dataset`, still runs it.
+"""`python -m datasets.visualize`, the old name of `python -m tools.visualize_dataset`, runs it.
 
 The program reads through the library's data path, which datasets/ sits below, so it lives in
 tools/; this file only runs it: no module imports this file, and it imports no project module.

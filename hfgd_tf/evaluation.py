@@ -221,7 +221,8 @@ def write_results_json(results: EvalResults, class_names: Sequence[str], path, e
 class PeriodicEval:
   """Evaluation during training: single-scale mIoU on the eval split (`evaluate`), and a few
   predictions for TensorBoard, both on the devices of `strategy` (the training strategy, whose
-  scope built the model; None: the default strategy). `ids_ignore_label` as in `training.Trainer`."""
+  scope built the model; None: the default strategy). `ids_ignore_label` as in
+  `training.Trainer`."""
 
   def __init__(self, file_pattern, num_classes, eval_height, eval_width, batch_size,
                max_examples=None, ignore_label=IGNORE_LABEL, ids_ignore_label=IGNORE_LABEL,

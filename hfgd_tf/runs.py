@@ -52,7 +52,8 @@ def _model(settings, model, strategy=None):
     return model
   from hfgd_tf import precision
   from hfgd_tf.checkpoints import restore_model
-  precision.prepare_numerics(settings.train, strategy)  # compute as in training, e.g. the bf16 demo, TPUs
+  # Compute as in training, e.g. the bfloat16 demo, TPUs.
+  precision.prepare_numerics(settings.train, strategy)
   return restore_model(settings.model, settings.train.checkpoint_dir)
 
 

@@ -126,7 +126,7 @@ class Trainer:
                ids_ignore_label=IGNORE_LABEL, resume_point=None):
     """`resume_point`: `checkpoints.latest_resume_point(train.checkpoint_dir)` when the caller has
     already looked it up; otherwise the trainer looks it up (once)."""
-    train = prepare_numerics(train, strategy)  # seeds, and the dtype policy before the model is built
+    train = prepare_numerics(train, strategy)  # seeds and dtype policy, before the model is built
     self.train_config = train
     self.ids_ignore_label = ids_ignore_label
     self.strategy = strategy

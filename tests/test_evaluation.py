@@ -9,10 +9,14 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+from absl import flags
 
 from hfgd_tf import evaluation, inference
 from hfgd_tf.config import ModelConfig
+from hfgd_tf.flagfiles import expand_flagfiles
+from hfgd_tf.flags import checked_settings_from_flags, define_all_flags
 from hfgd_tf.modeling.model import build_model
+from tests.test_data_pipeline import _block_example, _write_records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_CLASSES = 4
@@ -245,7 +249,6 @@ BLOCK_CLASSES = 6  # tests/test_data_pipeline.py's block labels
 
 def write_varied_records(path):
   """Block-label examples of VARIED_SIZES in one TFRecord file at `path`; returns it."""
-  from tests.test_data_pipeline import _block_example, _write_records  # pylint: disable=import-outside-toplevel
   rng = np.random.default_rng(1)
   return _write_records(path, [_block_example(rng, height, width, f"ex{index}")
                                for index, (height, width) in enumerate(VARIED_SIZES)])
@@ -304,10 +307,8 @@ def test_rescaled_eval_counts_every_pixel_at_the_label_resolution(tmp_path):
 
 
 def test_ade20k_experiments_evaluate_rescaled_and_an_empty_flag_pads_again():
-  from absl import flags  # pylint: disable=import-outside-toplevel
-  from hfgd_tf.flagfiles import expand_flagfiles  # pylint: disable=import-outside-toplevel
-  from hfgd_tf.flags import checked_settings_from_flags, define_all_flags  # pylint: disable=import-outside-toplevel
-  flagfile = os.path.join(ROOT, "experiments", "ade20k", "hfgd-os4_r50_bs16-160k_ade20k-150-512.cfg")
+  flagfile = os.path.join(ROOT, "experiments", "ade20k",
+                          "hfgd-os4_r50_bs16-160k_ade20k-150-512.cfg")
 
   def rescale(*arguments):
     flag_values = flags.FlagValues()

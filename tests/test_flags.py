@@ -43,9 +43,10 @@ FLAGS_BY_TYPE = {
            "benchmark_rounds benchmark_steps bn_recalibration_batches builtin_num_train "
            "builtin_num_val cae_car_filters cae_kernel_size checkpoint_every crop_height "
            "crop_width decoder_filters decoder_output_stride encoder_filters eval_batch_size "
-           "eval_every eval_height eval_width export_height export_version export_width flops_height flops_width image_summary_every "
-           "log_every max_checkpoints_to_keep max_eval_examples pretrain_steps seed "
-           "shuffle_buffer steps_per_loop train_steps warmup_steps",
+           "eval_every eval_height eval_width export_height export_version export_width "
+           "flops_height flops_width image_summary_every log_every max_checkpoints_to_keep "
+           "max_eval_examples pretrain_steps seed shuffle_buffer steps_per_loop train_steps "
+           "warmup_steps",
     "string": "backbone backbone_weights checkpoint_dir data_dir dataset eval_split "
               "experiment_name export_dir model_dir predict_input predict_output_dir "
               "sliding_window tensorboard_dir tpu train_split",

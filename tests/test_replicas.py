@@ -1,6 +1,7 @@
 """Right with more than one replica: XLA's train step, float16 loss scaling, DropPath masks,
-periodic eval and rescaled (ADE20K) eval, each checked on two logical CPU devices (tests/replica_checks.py, in one
-subprocess), and the train step's XLA rule for the strategies this machine cannot start."""
+periodic eval and rescaled (ADE20K) eval, each checked on two logical CPU devices
+(tests/replica_checks.py, in one subprocess), and the train step's XLA rule for the strategies this
+machine cannot start."""
 
 import json
 import os
