@@ -5,7 +5,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # XLA on the CPU without LLVM's optimisations: the tests ask whether a step compiles (tf2xla and
 # XLA's own passes run as before; an op without an XLA kernel still fails) and what it computes,
-# never how fast the CPU code runs. Two compile tests took 23% less time side by side.
+# never how fast the CPU code runs. Compile tests took 9-23% less time, measured side by side.
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
 
 import keras  # noqa: E402
