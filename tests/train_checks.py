@@ -64,6 +64,10 @@ def mirrored(data_dir, work_dir):
   looped = training.Trainer(MODEL, _config(data_dir, os.path.join(work_dir, "looped"),
                                            train_steps=2, steps_per_loop=2, log_every=2), strategy)
   looped_results = looped.train()
+  differences = sorted(
+      (float(np.abs(a - b).max() / max(np.abs(a - w).max(), 1e-3 * largest_update)), variable.path)
+      for a, b, w, variable in zip(_weights(single.model), _weights(replicated.model), initial,
+                                   single.model.weights))
   return {
       "looped": [looped_results["step"], looped_results["last_loss"]],
       "replicas": strategy.num_replicas_in_sync,
@@ -73,12 +77,9 @@ def mirrored(data_dir, work_dir):
       "loss": [single_results["last_loss"], replicated_results["last_loss"]],
       # Per variable: |difference of the two updates| / |update on one device|; updates that are
       # round-off (e.g. attention key biases, whose gradient is zero in exact arithmetic) are
-      # measured against a floor of 1e-3 of the largest update.
-      "max_update_difference": sorted(
-          (float(np.abs(a - b).max() / max(np.abs(a - w).max(), 1e-3 * largest_update)),
-           variable.path)
-          for a, b, w, variable in zip(_weights(single.model), _weights(replicated.model),
-                                       initial, single.model.weights))[-3:],
+      # measured against a floor of 1e-3 of the largest update. The median and the three largest.
+      "update_difference_median": float(np.median([row[0] for row in differences])),
+      "max_update_difference": differences[-3:],
       "max_weight_change": max(float(np.abs(a - b).max()) for a, b in zip(
           _weights(single.model), initial)),
   }
