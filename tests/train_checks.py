@@ -59,15 +59,18 @@ def mirrored(data_dir, work_dir):
   for variable, value in zip(replicated.model.weights, initial):
     variable.assign(value)
   replicated_results = replicated.train()
-  largest_update = max(float(np.abs(a - w).max()) for a, w in zip(_weights(single.model), initial))
+  single_after, replicated_after = _weights(single.model), _weights(replicated.model)
+  largest_update = max(float(np.abs(a - w).max()) for a, w in zip(single_after, initial))
+  # Per variable: |difference of the two updates| / |update on one device|; updates that are
+  # round-off (e.g. attention key biases, whose gradient is zero in exact arithmetic) are measured
+  # against a floor of 1e-3 of the largest update.
+  differences = sorted(
+      (float(np.abs(a - b).max() / max(np.abs(a - w).max(), 1e-3 * largest_update)), variable.path)
+      for a, b, w, variable in zip(single_after, replicated_after, initial, single.model.weights))
   # Two steps in one call: next() on the distributed iterator inside a tf.range loop.
   looped = training.Trainer(MODEL, _config(data_dir, os.path.join(work_dir, "looped"),
                                            train_steps=2, steps_per_loop=2, log_every=2), strategy)
   looped_results = looped.train()
-  differences = sorted(
-      (float(np.abs(a - b).max() / max(np.abs(a - w).max(), 1e-3 * largest_update)), variable.path)
-      for a, b, w, variable in zip(_weights(single.model), _weights(replicated.model), initial,
-                                   single.model.weights))
   return {
       "looped": [looped_results["step"], looped_results["last_loss"]],
       "replicas": strategy.num_replicas_in_sync,
@@ -75,13 +78,9 @@ def mirrored(data_dir, work_dir):
                           single.model_config.sync_batch_norm],
       "first_loss": [single_results["first_loss"], replicated_results["first_loss"]],
       "loss": [single_results["last_loss"], replicated_results["last_loss"]],
-      # Per variable: |difference of the two updates| / |update on one device|; updates that are
-      # round-off (e.g. attention key biases, whose gradient is zero in exact arithmetic) are
-      # measured against a floor of 1e-3 of the largest update. The median and the three largest.
       "update_difference_median": float(np.median([row[0] for row in differences])),
-      "max_update_difference": differences[-3:],
-      "max_weight_change": max(float(np.abs(a - b).max()) for a, b in zip(
-          _weights(single.model), initial)),
+      "max_update_difference": differences[-3:],  # the three largest
+      "max_weight_change": largest_update,
   }
 
 
